@@ -1,0 +1,54 @@
+"""create_app(settings) -> FastAPI: routers, error handlers and the model-loading lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from labs_api import __version__
+from labs_api.api.chat.router import router as chat_router
+from labs_api.api.chat.serving import ChatService
+from labs_api.api.models import router as models_router
+from labs_api.catalog import build_registry
+from labs_api.errors import install_error_handlers
+from labs_api.models import ModelRegistry
+from labs_api.settings import Settings
+
+log = logging.getLogger("labs_api")
+
+
+def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
+    """The application. ``registry`` replaces the configured models (tests pass fake engines)."""
+    settings = settings or Settings()
+    registry = registry or build_registry(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = None
+        if settings.preload_on_start:
+            # Load in the background: the port opens at once, requests get 503 until ready.
+            loading = asyncio.create_task(registry.load_all())
+        try:
+            yield
+        finally:
+            if loading is not None and not loading.done():
+                loading.cancel()
+            registry.close()
+
+    app = FastAPI(
+        title="AI Labs API",
+        version=__version__,
+        description="OpenAI-compatible chat, embeddings, similarities and text-to-speech.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.chat_service = ChatService(registry, settings)
+    install_error_handlers(app)
+    app.include_router(models_router)
+    app.include_router(chat_router)
+    return app

@@ -1,0 +1,1 @@
+"""Inference engines. Nothing in here knows about HTTP."""

@@ -1,0 +1,1 @@
+"""Chat engines: llama.cpp for GGUF files, transformers for HuggingFace ids and directories."""

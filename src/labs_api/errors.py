@@ -1,0 +1,139 @@
+"""Errors the API can return, and the one place that turns them into HTTP responses.
+
+Bodies follow OpenAI's ``{"error": {"message", "type", "param", "code"}}`` shape so the official
+clients raise the right exception class; validation errors (422) keep FastAPI's ``detail`` list,
+as the spec shows, and carry the same ``error`` object beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("labs_api")
+
+
+class APIError(Exception):
+    """An error with a status code and a message that is safe to show the client."""
+
+    status_code = 500
+    error_type = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.error_type, self.param, self.code)
+
+
+class BadRequestError(APIError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class ContextLengthError(BadRequestError):
+    code = "context_length_exceeded"
+
+
+class ModelNotFoundError(APIError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class ServiceUnavailableError(APIError):
+    """503: the model is loading, or the server is too busy to take the request now."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"Retry-After": str(retry_after)})
+
+
+class EngineError(APIError):
+    """A real failure inside an engine; the message names what failed, never a traceback."""
+
+    status_code = 500
+    error_type = "server_error"
+
+
+def error_body(
+    message: str, error_type: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+    parts = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        parts.append(f"{'.'.join(loc) or 'body'}: {err.get('msg')}")
+    first_loc = [str(p) for p in errors[0].get("loc", ()) if p != "body"] if errors else []
+    return "; ".join(parts), (".".join(first_loc) or None)
+
+
+def _is_malformed_json(errors: list[dict[str, Any]]) -> bool:
+    return any(err.get("type") == "json_invalid" for err in errors)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that give every error its status and body."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        if exc.status_code >= 500:
+            log.error("%s: %s", type(exc).__name__, exc.message)
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if _is_malformed_json(errors):
+            detail = errors[0].get("ctx", {}).get("error", "could not parse the body")
+            return JSONResponse(
+                error_body(f"Malformed JSON body: {detail}", "invalid_request_error"),
+                status_code=400,
+            )
+        message, param = _validation_message(errors)
+        body = {"detail": jsonable_encoder(errors, custom_encoder={ValueError: str})}
+        body.update(error_body(message, "invalid_request_error", param, "invalid_value"))
+        # A plain JSON round trip drops anything that is not JSON (e.g. bytes inputs).
+        return JSONResponse(json.loads(json.dumps(body, default=str)), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        code = "not_found" if exc.status_code == 404 else None
+        return JSONResponse(
+            error_body(str(exc.detail), error_type, None, code),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(
+            error_body(f"Internal error: {type(exc).__name__}", "server_error"), status_code=500
+        )

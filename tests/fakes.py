@@ -1,0 +1,75 @@
+"""A scripted chat engine for HTTP-layer tests: deterministic, instant, records its calls."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from labs_api.engines.chat.base import ChatEngine, ChatMessage, GenerationChunk, SamplingParams
+from labs_api.engines.chat.stop_text import StopSequenceFilter
+from labs_api.errors import ContextLengthError
+from labs_api.models import ModelRegistry, ModelSlot
+
+
+class FakeChatEngine(ChatEngine):
+    """Answers with ``reply`` split into words, one word per token; counts words as tokens."""
+
+    def __init__(self, model_id: str = "fake-chat", reply: str = "Hello there, how are you?",
+                 context_length: int = 64, delay: float = 0.0) -> None:
+        self.model_id = model_id
+        self.reply = reply
+        self.context_length = context_length
+        self.delay = delay
+        self.calls: list[tuple[list[ChatMessage], SamplingParams]] = []
+        self.cancelled = 0
+        self.finished = 0
+
+    def stream(self, messages: list[ChatMessage], params: SamplingParams
+               ) -> AsyncIterator[GenerationChunk]:
+        prompt_tokens = sum(len(m.content.split()) for m in messages)
+        if prompt_tokens >= self.context_length:
+            raise ContextLengthError(f"The prompt is {prompt_tokens} tokens; context is "
+                                     f"{self.context_length}", param="messages")
+        self.calls.append((messages, params))
+        return self._run(prompt_tokens, params)
+
+    async def _run(self, prompt_tokens: int, params: SamplingParams
+                   ) -> AsyncIterator[GenerationChunk]:
+        words = self.reply.split(" ")
+        stops = StopSequenceFilter(params.stop)
+        produced = 0
+        finish = "stop"
+        try:
+            for i, word in enumerate(words):
+                if produced >= params.max_tokens:
+                    finish = "length"
+                    break
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                produced += 1
+                text = stops.push(word if i == 0 else " " + word)
+                if text:
+                    yield GenerationChunk(text=text)
+                if stops.stopped:
+                    break
+            yield GenerationChunk(text=stops.flush(), finish_reason=finish,
+                                  prompt_tokens=prompt_tokens, completion_tokens=produced)
+            self.finished += 1
+        except (GeneratorExit, asyncio.CancelledError):
+            self.cancelled += 1
+            raise
+
+
+def registry_with(*engines: object, states: dict[str, str] | None = None) -> ModelRegistry:
+    """A registry whose slots hold ready-made engines (already 'loaded')."""
+    slots = []
+    for engine in engines:
+        model_id = engine.model_id  # type: ignore[attr-defined]
+        slot = ModelSlot(model_id=model_id, kind="chat", load=lambda e=engine: e)
+        slot.state = "ready"
+        slot.engine = engine
+        slots.append(slot)
+    for slot in slots:
+        if states and slot.model_id in states:
+            slot.state = states[slot.model_id]  # type: ignore[assignment]
+    return ModelRegistry(slots)
