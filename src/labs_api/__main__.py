@@ -1,0 +1,3 @@
+from labs_api.cli import main
+
+main()
