@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import logging
 import os
+import random
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -84,7 +85,12 @@ class LlamaCppChatEngine(ChatEngine):
     ) -> Iterator[GenerationChunk]:
         llm = self._llm
         if params.seed is not None:
+            # Same seed, same output: re-evaluate the whole prompt, since logits computed
+            # from a reused prefix differ in the last bits and sampling amplifies that.
             llm.set_seed(params.seed)
+            llm.n_tokens = 0
+        else:
+            llm.set_seed(random.getrandbits(32))
         budget = min(params.max_tokens, self.context_length - len(prompt))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopSequenceFilter(params.stop)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -76,6 +77,9 @@ class TransformersChatEngine(ChatEngine):
             else ChatTemplate(CHATML_TEMPLATE)
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transformers")
+        # transformers 5.2x renamed past_key_values to cache, in the forward call and output.
+        forward_args = inspect.signature(self.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
 
     def _placement(self, device_map: str, kwargs: dict[str, Any]) -> str | None:
         """Use accelerate's device_map when installed; otherwise move the model ourselves."""
@@ -151,8 +155,8 @@ class TransformersChatEngine(ChatEngine):
             while len(generated) < budget:
                 if cancelled.is_set():
                     return
-                out = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                out = self.model(input_ids=input_ids, use_cache=True, **{self._cache_arg: past})
+                past = getattr(out, self._cache_arg)
                 logits = out.logits[0, -1].float().cpu()
                 token = sample_token(torch, logits, params, counts, generator)
                 if token in self._eos_ids:
