@@ -27,7 +27,8 @@ def test_models_lists_the_bundled_chat_model(base_url):
 def test_openai_client_plain_completion(openai_client, chat_model_id):
     response = openai_client.chat.completions.create(
         model=chat_model_id,
-        messages=[{"role": "user", "content": "What is the capital city of France? Answer in one word."}],
+        messages=[{"role": "user",
+                   "content": "What is the capital city of France? Answer in one word."}],
         max_tokens=40,
         temperature=0,
     )
