@@ -43,11 +43,35 @@ class Settings(BaseSettings):
     load_in_4bit: bool = Field(False, description="bitsandbytes 4-bit quantisation (CUDA only)")
 
     # llama.cpp engine
-    n_ctx: int = Field(2048, ge=64, description="Context length (tokens) of the llama.cpp model")
+    n_ctx: int = Field(2048, ge=64, description="Context (tokens) of each llama.cpp slot")
     n_threads: int = Field(0, ge=0, description="llama.cpp threads (0: one per core)")
+    parallel: int = Field(8, ge=1, le=256, description="Chat requests decoded together (slots)")
+    max_queue: int = Field(64, ge=0, description="Chat requests that may wait for a slot")
+    queue_timeout: float = Field(60.0, gt=0, description="Seconds a request may wait for a slot")
 
     # Embedding model
     embedding_model: str = Field(DEFAULT_EMBEDDING_MODEL, min_length=1)
+
+    # --- Embeddings engine and batching (see README "Embeddings and similarities") ---
+    embedding_dtype: Literal["fp32", "bf16"] = Field(
+        "fp32", description="Weights dtype of the embedding model (fp16 overflows: not offered)"
+    )
+    embedding_threads: int = Field(
+        0, ge=0, le=256, description="torch.set_num_threads for embeddings (0: torch's default)"
+    )
+    embedding_batch_size: int = Field(
+        64, ge=1, le=2048, description="Most inputs in one model call (dynamic batching)"
+    )
+    embedding_max_wait_ms: float = Field(
+        5.0, ge=0.0, le=1000.0, description="Longest an input waits for others to batch with"
+    )
+    embedding_max_queue: int = Field(
+        4096, ge=1, description="Most inputs waiting for the model; past it requests get 503"
+    )
+    embedding_truncate: bool = Field(
+        False, description="Truncate over-long inputs instead of rejecting them with 400"
+    )
+    # --- end of embeddings block ---
 
     # Authentication for gated HuggingFace models
     hf_token: str | None = Field(

@@ -28,7 +28,10 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 async def create_chat_completion(body: ChatCompletionRequest, request: Request):
     service: ChatService = request.app.state.chat_service
     if body.stream:
-        engine, chunks = await service.open_stream(body)
+        opened = await unless_disconnected(request, service.open_stream(body))
+        if not isinstance(opened, tuple):
+            return opened  # the client left while waiting for a slot
+        engine, chunks = opened
         events = service.stream_events(body, engine, chunks)
         return StreamingResponse(
             sse_stream(events), media_type="text/event-stream", headers=SSE_HEADERS

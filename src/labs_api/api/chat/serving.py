@@ -31,7 +31,15 @@ class ChatService:
         any byte of the response is sent."""
         engine: ChatEngine = await self.registry.engine("chat", request.model)
         params = request.to_sampling_params(self.settings)
-        return engine, engine.stream(request.engine_messages(), params)
+        chunks = engine.stream(request.engine_messages(), params)
+        # Wait for the first piece, so that a request that times out in the queue still gets
+        # its 503 as a status code rather than inside a stream that already said 200.
+        try:
+            first = await anext(chunks)
+        except BaseException:
+            await chunks.aclose()  # type: ignore[attr-defined]
+            raise
+        return engine, with_first(first, chunks)
 
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
         engine, chunks = await self.open_stream(request)
@@ -87,6 +95,19 @@ class ChatService:
                         yield final
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
+
+
+async def with_first(
+    first: GenerationChunk, rest: AsyncIterator[GenerationChunk]
+) -> AsyncIterator[GenerationChunk]:
+    """``first``, then the rest of the stream; closing this closes the engine's stream."""
+    try:
+        yield first
+        if first.finish_reason is None:
+            async for chunk in rest:
+                yield chunk
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
 
 
 def new_completion_id() -> str:

@@ -1,0 +1,200 @@
+"""A GGUF model and a multi-sequence context through llama.cpp's C API (llama-cpp-python's
+ctypes bindings): loading, tokenizing, decoding batches, sampling. No scheduling here."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labs_api.engines.chat.base import SamplingParams
+from labs_api.engines.optional import require
+
+log = logging.getLogger("labs_api.llama_cpp")
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """llama.cpp prints thousands of lines to stderr (fd 2) while it loads a model; hide them
+    unless debug logging is on. (Its log callback hook does not catch the loader's output.)"""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class DecodeError(RuntimeError):
+    """llama_decode failed (for example: no room left in the KV cache)."""
+
+
+@dataclass(frozen=True)
+class ContextShape:
+    slots: int  # sequences decoded together
+    context_per_slot: int  # tokens each sequence may hold
+    batch_tokens: int  # most tokens in one decode call
+    threads: int
+
+
+class LlamaCppModel:
+    """Owns the llama.cpp model, one context with ``slots`` independent sequences, and a batch."""
+
+    def __init__(self, gguf_path: str | Path, shape: ContextShape) -> None:
+        self.lib = lib = require("llama_cpp", package="llama-cpp-python")
+        lib.llama_backend_init()
+        model_params = lib.llama_model_default_params()
+        with native_stderr_silenced():
+            self.model = lib.llama_model_load_from_file(str(gguf_path).encode(), model_params)
+        if not self.model:
+            raise OSError(f"llama.cpp could not load the GGUF file {gguf_path}")
+        self.vocab = lib.llama_model_get_vocab(self.model)
+        self.n_vocab = lib.llama_vocab_n_tokens(self.vocab)
+
+        params = lib.llama_context_default_params()
+        params.n_ctx = shape.context_per_slot * shape.slots
+        params.n_batch = shape.batch_tokens
+        params.n_ubatch = shape.batch_tokens
+        params.n_seq_max = shape.slots
+        params.n_threads = shape.threads
+        params.n_threads_batch = shape.threads
+        # Separate KV streams per sequence: each sequence's attention sees only its own cells,
+        # always laid out from position 0, so batching does not change a sequence's numbers.
+        params.kv_unified = False
+        params.no_perf = True
+        with native_stderr_silenced():
+            self.ctx = lib.llama_init_from_model(self.model, params)
+        if not self.ctx:
+            lib.llama_model_free(self.model)
+            raise MemoryError("llama.cpp could not create a context (out of memory?)")
+        self.memory = lib.llama_get_memory(self.ctx)
+        self.context_per_slot = int(lib.llama_n_ctx_seq(self.ctx))
+        self.batch_tokens = shape.batch_tokens
+        self.batch = lib.llama_batch_init(shape.batch_tokens, 0, 1)
+        self.threads = shape.threads
+        self._piece_buffer = ctypes.create_string_buffer(256)
+
+    # -- text <-> tokens ---------------------------------------------------------------------
+
+    def metadata(self, key: str) -> str | None:
+        buffer = ctypes.create_string_buffer(1 << 16)
+        size = self.lib.llama_model_meta_val_str(self.model, key.encode(), buffer, len(buffer))
+        return buffer.value.decode("utf-8", errors="replace") if size >= 0 else None
+
+    def chat_template(self) -> str | None:
+        raw = self.lib.llama_model_chat_template(self.model, None)
+        return raw.decode("utf-8") if raw else None
+
+    def adds_bos(self) -> bool:
+        return bool(self.lib.llama_vocab_get_add_bos(self.vocab))
+
+    def special_token_text(self, which: str) -> str:
+        token = getattr(self.lib, f"llama_vocab_{which}")(self.vocab)
+        return "" if token < 0 else self.piece(token, special=True).decode("utf-8", "ignore")
+
+    def tokenize(self, text: str, add_bos: bool) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        tokens = (self.lib.llama_token * capacity)()
+        count = self.lib.llama_tokenize(self.vocab, data, len(data), tokens, capacity,
+                                        add_bos, True)
+        if count < 0:  # the buffer was too small: -count is the size needed
+            capacity = -count
+            tokens = (self.lib.llama_token * capacity)()
+            count = self.lib.llama_tokenize(self.vocab, data, len(data), tokens, capacity,
+                                            add_bos, True)
+        return list(tokens[:count])
+
+    def piece(self, token: int, special: bool = False) -> bytes:
+        buffer = self._piece_buffer
+        size = self.lib.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, special)
+        if size < 0:
+            bigger = ctypes.create_string_buffer(-size)
+            size = self.lib.llama_token_to_piece(self.vocab, token, bigger, -size, 0, special)
+            return bigger.raw[:size]
+        return buffer.raw[:size]
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return bool(self.lib.llama_vocab_is_eog(self.vocab, token))
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def batch_clear(self) -> None:
+        self.batch.n_tokens = 0
+
+    def batch_add(self, token: int, position: int, sequence: int, wants_logits: bool) -> int:
+        """Append one token; returns its index in the batch (where its logits will be)."""
+        batch = self.batch
+        i = batch.n_tokens
+        batch.token[i] = token
+        batch.pos[i] = position
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = sequence
+        batch.logits[i] = wants_logits
+        batch.n_tokens = i + 1
+        return i
+
+    def decode(self) -> None:
+        code = self.lib.llama_decode(self.ctx, self.batch)
+        if code != 0:
+            reason = "no room left in the KV cache" if code == 1 else f"error code {code}"
+            raise DecodeError(f"llama_decode failed: {reason}")
+
+    def set_threads(self, threads: int) -> None:
+        if threads != self.threads:
+            self.lib.llama_set_n_threads(self.ctx, threads, threads)
+            self.threads = threads
+
+    def forget(self, sequence: int, from_position: int = 0) -> None:
+        """Drop a sequence's cached tokens from ``from_position`` on."""
+        self.lib.llama_memory_seq_rm(self.memory, sequence, from_position, -1)
+
+    # -- sampling ------------------------------------------------------------------------------
+
+    def new_sampler(self, params: SamplingParams, seed: int) -> Any:
+        """A llama.cpp sampler chain for one request, in OpenAI's order: penalties on the
+        tokens generated so far, then temperature, top-k, top-p, and a seeded draw."""
+        lib = self.lib
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if params.frequency_penalty or params.presence_penalty:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_penalties(
+                self.n_vocab, self.context_per_slot, 1.0,
+                params.frequency_penalty, params.presence_penalty))
+        if params.temperature <= 0.0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+            return chain
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(params.temperature))
+        if params.top_k > 0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(params.top_k))
+        if params.top_p < 1.0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(params.top_p, 1))
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
+        return chain
+
+    def sample(self, sampler: Any, batch_index: int) -> int:
+        """Draw the next token from the logits at ``batch_index`` (and record it for penalties)."""
+        return int(self.lib.llama_sampler_sample(sampler, self.ctx, batch_index))
+
+    def free_sampler(self, sampler: Any) -> None:
+        self.lib.llama_sampler_free(sampler)
+
+    def close(self) -> None:
+        if self.ctx:
+            with native_stderr_silenced():
+                self.lib.llama_batch_free(self.batch)
+                self.lib.llama_free(self.ctx)
+                self.lib.llama_model_free(self.model)
+            self.ctx = None

@@ -1,0 +1,307 @@
+"""Continuous batching for llama.cpp: every active request advances by one token per decode.
+
+One scheduler thread owns the llama.cpp context. Requests wait in a bounded queue for a free
+slot (one sequence id each); between decode steps, waiting requests join, finished and
+cancelled ones leave. A slot keeps the KV cache of its last conversation, and a new request
+goes to the slot whose cache shares the longest prefix with its prompt, so a follow-up turn
+or a shared system prompt is not processed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import collections
+import logging
+import random
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from labs_api.compute import CPU_WORK
+from labs_api.engines.chat.base import GenerationChunk, SamplingParams
+from labs_api.engines.chat.llama_cpp_model import DecodeError, LlamaCppModel
+from labs_api.engines.chat.stop_text import StopSequenceFilter
+from labs_api.errors import EngineError, ServiceUnavailableError
+
+log = logging.getLogger("labs_api.llama_cpp")
+
+_FINISHED = object()
+
+
+@dataclass
+class SequenceRequest:
+    """One generation: its prompt and parameters, and where its output goes."""
+
+    prompt: list[int]
+    params: SamplingParams
+    loop: asyncio.AbstractEventLoop
+    output: asyncio.Queue = field(default_factory=asyncio.Queue)
+    enqueued_at: float = field(default_factory=time.monotonic)
+    cancelled: bool = False
+    reused_tokens: int = 0
+
+    def deliver(self, item: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.output.put_nowait, item)
+        except RuntimeError:  # the request's event loop is closed: nobody is listening
+            self.cancelled = True
+
+
+@dataclass
+class Slot:
+    """One sequence id of the context, and the request it is serving (if any)."""
+
+    sequence: int
+    cached: list[int] = field(default_factory=list)  # tokens whose KV is in the cache
+    request: SequenceRequest | None = None
+    pending: list[int] = field(default_factory=list)  # tokens to feed in the next steps
+    sampler: Any = None
+    decoder: Any = None
+    stops: StopSequenceFilter | None = None
+    produced: int = 0
+    budget: int = 0
+    logits_index: int = -1  # where this slot's logits are in the batch just decoded
+    last_used: float = 0.0
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    max_waiting: int  # requests waiting for a slot; one more gets 503
+    timeout_s: float  # a request that waited this long for a slot gets 503
+
+
+class LlamaCppScheduler:
+    """Runs the decode loop on its own thread; ``submit`` is called from the event loop."""
+
+    def __init__(self, model: LlamaCppModel, slots: int, policy: QueuePolicy,
+                 threads: int) -> None:
+        self.model = model
+        self.policy = policy
+        self.full_threads = threads
+        self.slots = [Slot(sequence=i) for i in range(slots)]
+        self.waiting: collections.deque[SequenceRequest] = collections.deque()
+        self._wakeup = threading.Condition()
+        self._stopping = False
+        self.reused_prompt_tokens = 0
+        self._thread = threading.Thread(target=self._run, name="llama-cpp-scheduler",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- called from the event loop -------------------------------------------------------------
+
+    def submit(self, prompt: list[int], params: SamplingParams) -> AsyncIterator[GenerationChunk]:
+        """Queue a generation; raises 503 at once when the queue is full."""
+        request = SequenceRequest(prompt=prompt, params=params, loop=asyncio.get_running_loop())
+        with self._wakeup:
+            waiting = sum(1 for r in self.waiting if not r.cancelled)
+            if waiting >= self.policy.max_waiting and not self._has_free_slot():
+                raise ServiceUnavailableError(
+                    f"Server busy: all {len(self.slots)} generation slots are in use and "
+                    f"{waiting} requests are already waiting. Retry shortly.",
+                    retry_after=max(1, int(self.policy.timeout_s // 10) or 1),
+                    code="server_overloaded",
+                )
+            self.waiting.append(request)
+            self._wakeup.notify()
+        return self._consume(request)
+
+    async def _consume(self, request: SequenceRequest) -> AsyncIterator[GenerationChunk]:
+        try:
+            while True:
+                item = await request.output.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            if not request.cancelled:
+                request.cancelled = True
+                with self._wakeup:
+                    self._wakeup.notify()
+
+    def active_count(self) -> int:
+        return sum(1 for s in self.slots if s.request is not None)
+
+    def waiting_count(self) -> int:
+        return sum(1 for r in self.waiting if not r.cancelled)
+
+    def close(self) -> None:
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify()
+        self._thread.join(timeout=10)
+
+    # -- the scheduler thread ---------------------------------------------------------------
+
+    def _has_free_slot(self) -> bool:
+        return any(s.request is None for s in self.slots)
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                if self._stopping:
+                    break
+                self._expire_waiting()
+                self._admit_waiting()
+                if not any(s.request is not None for s in self.slots):
+                    self._wakeup.wait(timeout=0.5)
+                    continue
+            try:
+                self._step()
+            except Exception as exc:  # keep the scheduler alive; fail what was running
+                log.exception("decode step failed")
+                for slot in self.slots:
+                    if slot.request is not None:
+                        self._fail(slot, EngineError(f"Generation failed: {exc}"))
+        self._fail_everything(ServiceUnavailableError("The server is shutting down."))
+
+    def _expire_waiting(self) -> None:
+        now = time.monotonic()
+        kept: collections.deque[SequenceRequest] = collections.deque()
+        for request in self.waiting:
+            if request.cancelled:
+                continue
+            if now - request.enqueued_at > self.policy.timeout_s and not self._has_free_slot():
+                request.deliver(ServiceUnavailableError(
+                    f"Server busy: no generation slot became free within "
+                    f"{self.policy.timeout_s:.0f} s. Retry shortly.",
+                    retry_after=2, code="queue_timeout"))
+                continue
+            kept.append(request)
+        self.waiting = kept
+
+    def _admit_waiting(self) -> None:
+        while self.waiting and self._has_free_slot():
+            request = self.waiting.popleft()
+            if not request.cancelled:
+                self._start(self._best_slot_for(request.prompt), request)
+
+    def _best_slot_for(self, prompt: list[int]) -> Slot:
+        """The free slot whose cached tokens share the longest prefix with ``prompt``;
+        among equals, the one unused for longest (its cache is least likely to be wanted)."""
+        free = [s for s in self.slots if s.request is None]
+        return max(free, key=lambda s: (common_prefix(s.cached, prompt), -s.last_used))
+
+    def _start(self, slot: Slot, request: SequenceRequest) -> None:
+        model = self.model
+        # Keep the shared prefix; at least one prompt token must be fed to get logits.
+        keep = min(common_prefix(slot.cached, request.prompt), len(request.prompt) - 1)
+        model.forget(slot.sequence, keep)
+        request.reused_tokens = keep
+        self.reused_prompt_tokens += keep
+        params = request.params
+        seed = params.seed if params.seed is not None else random.getrandbits(32)
+        slot.request = request
+        slot.cached = request.prompt[:keep]
+        slot.pending = request.prompt[keep:]
+        slot.sampler = model.new_sampler(params, seed & 0xFFFFFFFF)
+        slot.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        slot.stops = StopSequenceFilter(params.stop)
+        slot.produced = 0
+        slot.budget = min(params.max_tokens, model.context_per_slot - len(request.prompt))
+        slot.last_used = time.monotonic()
+
+    def _step(self) -> None:
+        """One llama_decode: a token for each generating slot, prompt chunks for the others."""
+        model = self.model
+        for slot in self.slots:
+            if slot.request is not None and slot.request.cancelled:
+                self._release(slot)
+        model.set_threads(self._thread_count())
+        model.batch_clear()
+        room = model.batch_tokens
+        # Generating slots first (one token each), so a long new prompt never stalls them.
+        active = sorted((s for s in self.slots if s.request is not None),
+                        key=lambda s: len(s.pending) > 1)
+        for slot in active:
+            slot.logits_index = -1
+            take = min(len(slot.pending), room)
+            if take == 0:
+                continue
+            for offset, token in enumerate(slot.pending[:take]):
+                last = offset == take - 1 and take == len(slot.pending)
+                index = model.batch_add(token, len(slot.cached), slot.sequence, last)
+                slot.cached.append(token)
+                if last:
+                    slot.logits_index = index
+            slot.pending = slot.pending[take:]
+            room -= take
+        if model.batch.n_tokens == 0:
+            return
+        try:
+            model.decode()
+        except DecodeError as exc:
+            for slot in active:
+                self._fail(slot, EngineError(str(exc)))
+            return
+        for slot in active:
+            if slot.logits_index >= 0 and slot.request is not None:
+                self._advance(slot, model.sample(slot.sampler, slot.logits_index))
+
+    def _thread_count(self) -> int:
+        if CPU_WORK.active and self.full_threads > 1:
+            return self.full_threads - 1
+        return self.full_threads
+
+    def _advance(self, slot: Slot, token: int) -> None:
+        """Handle one sampled token: end of turn, text (cut at stop sequences), or budget."""
+        request = slot.request
+        assert request is not None and slot.stops is not None
+        if self.model.is_end_of_generation(token):
+            self._finish(slot, "stop")
+            return
+        slot.produced += 1
+        text = slot.stops.push(slot.decoder.decode(self.model.piece(token)))
+        if text:
+            request.deliver(GenerationChunk(text=text))
+        if slot.stops.stopped:
+            self._finish(slot, "stop")
+        elif slot.produced >= slot.budget:
+            self._finish(slot, "length")
+        else:
+            slot.pending = [token]
+
+    def _finish(self, slot: Slot, reason: str) -> None:
+        request = slot.request
+        assert request is not None and slot.stops is not None
+        tail = slot.stops.push(slot.decoder.decode(b"", final=True)) + slot.stops.flush()
+        request.deliver(GenerationChunk(
+            text=tail, finish_reason=reason,  # type: ignore[arg-type]
+            prompt_tokens=len(request.prompt), completion_tokens=slot.produced))
+        self._release(slot)
+
+    def _fail(self, slot: Slot, error: BaseException) -> None:
+        if slot.request is not None:
+            slot.request.deliver(error)
+        self._release(slot, keep_cache=False)
+
+    def _release(self, slot: Slot, keep_cache: bool = True) -> None:
+        if slot.sampler is not None:
+            self.model.free_sampler(slot.sampler)
+            slot.sampler = None
+        slot.request = None
+        slot.pending = []
+        slot.last_used = time.monotonic()
+        if not keep_cache:
+            self.model.forget(slot.sequence)
+            slot.cached = []
+
+    def _fail_everything(self, error: BaseException) -> None:
+        for slot in self.slots:
+            self._fail(slot, error)
+        for request in self.waiting:
+            request.deliver(error)
+        self.waiting.clear()
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
