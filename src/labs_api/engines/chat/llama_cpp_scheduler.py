@@ -168,7 +168,7 @@ class LlamaCppScheduler:
             if now - request.enqueued_at > self.policy.timeout_s and not self._has_free_slot():
                 request.deliver(ServiceUnavailableError(
                     f"Server busy: no generation slot became free within "
-                    f"{self.policy.timeout_s:.0f} s. Retry shortly.",
+                    f"{self.policy.timeout_s:g} s. Retry shortly.",
                     retry_after=2, code="queue_timeout"))
                 continue
             kept.append(request)
