@@ -52,7 +52,7 @@ class FakeEmbeddingEngine(EmbeddingEngine):
 
     def vector(self, text: str, task: EmbeddingTask = "document") -> np.ndarray:
         words = (PROMPTS[task].split() + text.lower().split()) or [""]
-        out = np.zeros(self.dimensions, dtype=np.float32)
+        out = np.full(self.dimensions, 0.05, dtype=np.float32)  # dense: no zero prefix
         for word in words:
             digest = hashlib.sha256(word.encode()).digest()
             out[digest[0] % self.dimensions] += 1.0 + digest[1] / 255

@@ -1,0 +1,1 @@
+"""POST /v1/embeddings and POST /v1/similarities."""
