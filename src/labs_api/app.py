@@ -15,6 +15,8 @@ from labs_api.api.chat.serving import ChatService
 from labs_api.api.embeddings.router import router as embeddings_router
 from labs_api.api.embeddings.serving import EmbeddingService
 from labs_api.api.models import router as models_router
+from labs_api.api.speech.router import router as speech_router
+from labs_api.api.speech.serving import SpeechService
 from labs_api.catalog import build_registry
 from labs_api.errors import install_error_handlers
 from labs_api.models import ModelRegistry
@@ -51,8 +53,10 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.registry = registry
     app.state.chat_service = ChatService(registry, settings)
     app.state.embedding_service = EmbeddingService(registry)
+    app.state.speech_service = SpeechService(registry, settings)
     install_error_handlers(app)
     app.include_router(models_router)
     app.include_router(chat_router)
     app.include_router(embeddings_router)
+    app.include_router(speech_router)
     return app

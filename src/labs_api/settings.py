@@ -78,6 +78,19 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("HF_TOKEN", "LABS_HF_TOKEN"), repr=False
     )
 
+    # --- Speech (text-to-speech; see README "Speech") ---
+    tts_model: str = Field(
+        "en_US-joe-medium",
+        min_length=1,
+        description="Speech model: the bundled Piper voice en_US-joe-medium, a Piper .onnx voice "
+        "file, or Bark (suno/bark, suno/bark-small or a local directory) through transformers",
+    )
+    tts_threads: int = Field(
+        1, ge=1, le=64, description="onnxruntime threads of the Piper voice (1 leaves the other "
+        "cores to the chat model)"
+    )
+    # --- end of speech block ---
+
 
 def env_name(field: str) -> str:
     """The environment variable that sets ``field``."""
