@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -25,6 +26,13 @@ PROMPT_NAMES: dict[EmbeddingTask, tuple[str, ...]] = {
 # The task sentence-transformers routes by (for models with a Router module).
 ROUTE: dict[EmbeddingTask, str] = {"query": "query", "document": "document",
                                    "similarity": "query"}
+
+
+def dtype_keyword() -> str:
+    """transformers took ``torch_dtype`` before 4.56 and ``dtype`` since."""
+    transformers = require("transformers")
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
 class SentenceTransformerEngine(EmbeddingEngine):
@@ -54,16 +62,22 @@ class SentenceTransformerEngine(EmbeddingEngine):
             device=device,
             token=hf_token,
             local_files_only=local_files_only,
-            model_kwargs={"dtype": torch.float32 if dtype == "fp32" else torch.bfloat16},
+            model_kwargs={dtype_keyword(): torch.float32 if dtype == "fp32" else torch.bfloat16},
         )
         self.model.eval()
         if self.model.dtype == torch.float16:  # a module that ignored the requested dtype
             self.model.to(torch.float32)
         self.tokenizer = self.model.tokenizer
-        self.dimensions = int(self.model.get_embedding_dimension())
+        dimension = getattr(self.model, "get_embedding_dimension", None)
+        if dimension is None:  # its name before sentence-transformers 6
+            dimension = self.model.get_sentence_embedding_dimension
+        self.dimensions = int(dimension())
         self.max_input_tokens = self._max_input_tokens()
         self.prompts = {task: self._prompt_for(task) for task in TASKS}
         self._special_tokens = self.tokenizer.num_special_tokens_to_add(pair=False)
+        encode_parameters = inspect.signature(self.model.encode).parameters
+        self._routes = "task" in encode_parameters or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in encode_parameters.values())
         log.info(
             "embedding model %s: %d dimensions, at most %d tokens, %s on %s, prompts %s",
             model_id, self.dimensions, self.max_input_tokens, self.model.dtype, device,
@@ -111,7 +125,7 @@ class SentenceTransformerEngine(EmbeddingEngine):
     def embed(self, texts: Sequence[str], task: EmbeddingTask) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        kwargs: dict[str, Any] = {"task": ROUTE[task]}
+        kwargs: dict[str, Any] = {"task": ROUTE[task]} if self._routes else {}
         vectors = self.model.encode(
             list(texts),
             prompt=self.prompts[task],
