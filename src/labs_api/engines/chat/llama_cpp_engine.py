@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from labs_api.engines.chat.admission import QueuePolicy
 from labs_api.engines.chat.base import ChatEngine, ChatMessage, GenerationChunk, SamplingParams
 from labs_api.engines.chat.chat_template import CHATML_TEMPLATE, ChatTemplate
 from labs_api.engines.chat.llama_cpp_model import ContextShape, LlamaCppModel
-from labs_api.engines.chat.llama_cpp_scheduler import LlamaCppScheduler, QueuePolicy
+from labs_api.engines.chat.llama_cpp_scheduler import LlamaCppScheduler
 from labs_api.errors import ContextLengthError
 
 

@@ -9,9 +9,7 @@ or a shared system prompt is not processed again.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
-import collections
 import logging
 import random
 import threading
@@ -21,33 +19,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labs_api.compute import CPU_WORK
+from labs_api.engines.chat.admission import (
+    AdmissionQueue,
+    GenerationRequest,
+    QueuePolicy,
+    deliver_final,
+)
 from labs_api.engines.chat.base import GenerationChunk, SamplingParams
 from labs_api.engines.chat.llama_cpp_model import DecodeError, LlamaCppModel
 from labs_api.engines.chat.stop_text import StopSequenceFilter
 from labs_api.errors import EngineError, ServiceUnavailableError
 
 log = logging.getLogger("labs_api.llama_cpp")
-
-_FINISHED = object()
-
-
-@dataclass
-class SequenceRequest:
-    """One generation: its prompt and parameters, and where its output goes."""
-
-    prompt: list[int]
-    params: SamplingParams
-    loop: asyncio.AbstractEventLoop
-    output: asyncio.Queue = field(default_factory=asyncio.Queue)
-    enqueued_at: float = field(default_factory=time.monotonic)
-    cancelled: bool = False
-    reused_tokens: int = 0
-
-    def deliver(self, item: Any) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.output.put_nowait, item)
-        except RuntimeError:  # the request's event loop is closed: nobody is listening
-            self.cancelled = True
 
 
 @dataclass
@@ -56,7 +39,7 @@ class Slot:
 
     sequence: int
     cached: list[int] = field(default_factory=list)  # tokens whose KV is in the cache
-    request: SequenceRequest | None = None
+    request: GenerationRequest | None = None
     pending: list[int] = field(default_factory=list)  # tokens to feed in the next steps
     sampler: Any = None
     decoder: Any = None
@@ -67,23 +50,15 @@ class Slot:
     last_used: float = 0.0
 
 
-@dataclass(frozen=True)
-class QueuePolicy:
-    max_waiting: int  # requests waiting for a slot; one more gets 503
-    timeout_s: float  # a request that waited this long for a slot gets 503
-
-
 class LlamaCppScheduler:
     """Runs the decode loop on its own thread; ``submit`` is called from the event loop."""
 
     def __init__(self, model: LlamaCppModel, slots: int, policy: QueuePolicy,
                  threads: int) -> None:
         self.model = model
-        self.policy = policy
         self.full_threads = threads
         self.slots = [Slot(sequence=i) for i in range(slots)]
-        self.waiting: collections.deque[SequenceRequest] = collections.deque()
-        self._wakeup = threading.Condition()
+        self.queue = AdmissionQueue(policy, capacity=slots)
         self._stopping = False
         self.reused_prompt_tokens = 0
         self._thread = threading.Thread(target=self._run, name="llama-cpp-scheduler",
@@ -94,45 +69,18 @@ class LlamaCppScheduler:
 
     def submit(self, prompt: list[int], params: SamplingParams) -> AsyncIterator[GenerationChunk]:
         """Queue a generation; raises 503 at once when the queue is full."""
-        request = SequenceRequest(prompt=prompt, params=params, loop=asyncio.get_running_loop())
-        with self._wakeup:
-            waiting = sum(1 for r in self.waiting if not r.cancelled)
-            if waiting >= self.policy.max_waiting and not self._has_free_slot():
-                raise ServiceUnavailableError(
-                    f"Server busy: all {len(self.slots)} generation slots are in use and "
-                    f"{waiting} requests are already waiting. Retry shortly.",
-                    retry_after=max(1, int(self.policy.timeout_s // 10) or 1),
-                    code="server_overloaded",
-                )
-            self.waiting.append(request)
-            self._wakeup.notify()
-        return self._consume(request)
-
-    async def _consume(self, request: SequenceRequest) -> AsyncIterator[GenerationChunk]:
-        try:
-            while True:
-                item = await request.output.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason is not None:
-                    return
-        finally:
-            if not request.cancelled:
-                request.cancelled = True
-                with self._wakeup:
-                    self._wakeup.notify()
+        return self.queue.submit(prompt, params, self._has_free_slot)
 
     def active_count(self) -> int:
         return sum(1 for s in self.slots if s.request is not None)
 
     def waiting_count(self) -> int:
-        return sum(1 for r in self.waiting if not r.cancelled)
+        return self.queue.waiting_count()
 
     def close(self) -> None:
-        with self._wakeup:
+        with self.queue.wakeup:
             self._stopping = True
-            self._wakeup.notify()
+            self.queue.wakeup.notify()
         self._thread.join(timeout=10)
 
     # -- the scheduler thread ---------------------------------------------------------------
@@ -141,14 +89,16 @@ class LlamaCppScheduler:
         return any(s.request is None for s in self.slots)
 
     def _run(self) -> None:
+        wakeup = self.queue.wakeup
         while True:
-            with self._wakeup:
+            with wakeup:
                 if self._stopping:
                     break
-                self._expire_waiting()
-                self._admit_waiting()
-                if not any(s.request is not None for s in self.slots):
-                    self._wakeup.wait(timeout=0.5)
+                free = sum(1 for s in self.slots if s.request is None)
+                for request in self.queue.take(free):
+                    self._start(self._best_slot_for(request.prompt), request)
+                if free == len(self.slots) and not self.active_count():
+                    wakeup.wait(timeout=0.5)
                     continue
             try:
                 self._step()
@@ -157,28 +107,10 @@ class LlamaCppScheduler:
                 for slot in self.slots:
                     if slot.request is not None:
                         self._fail(slot, EngineError(f"Generation failed: {exc}"))
-        self._fail_everything(ServiceUnavailableError("The server is shutting down."))
-
-    def _expire_waiting(self) -> None:
-        now = time.monotonic()
-        kept: collections.deque[SequenceRequest] = collections.deque()
-        for request in self.waiting:
-            if request.cancelled:
-                continue
-            if now - request.enqueued_at > self.policy.timeout_s and not self._has_free_slot():
-                request.deliver(ServiceUnavailableError(
-                    f"Server busy: no generation slot became free within "
-                    f"{self.policy.timeout_s:g} s. Retry shortly.",
-                    retry_after=2, code="queue_timeout"))
-                continue
-            kept.append(request)
-        self.waiting = kept
-
-    def _admit_waiting(self) -> None:
-        while self.waiting and self._has_free_slot():
-            request = self.waiting.popleft()
-            if not request.cancelled:
-                self._start(self._best_slot_for(request.prompt), request)
+        error = ServiceUnavailableError("The server is shutting down.")
+        for slot in self.slots:
+            self._fail(slot, error)
+        self.queue.fail_all(error)
 
     def _best_slot_for(self, prompt: list[int]) -> Slot:
         """The free slot whose cached tokens share the longest prefix with ``prompt``;
@@ -186,12 +118,11 @@ class LlamaCppScheduler:
         free = [s for s in self.slots if s.request is None]
         return max(free, key=lambda s: (common_prefix(s.cached, prompt), -s.last_used))
 
-    def _start(self, slot: Slot, request: SequenceRequest) -> None:
+    def _start(self, slot: Slot, request: GenerationRequest) -> None:
         model = self.model
         # Keep the shared prefix; at least one prompt token must be fed to get logits.
         keep = min(common_prefix(slot.cached, request.prompt), len(request.prompt) - 1)
         model.forget(slot.sequence, keep)
-        request.reused_tokens = keep
         self.reused_prompt_tokens += keep
         params = request.params
         seed = params.seed if params.seed is not None else random.getrandbits(32)
@@ -269,9 +200,7 @@ class LlamaCppScheduler:
         request = slot.request
         assert request is not None and slot.stops is not None
         tail = slot.stops.push(slot.decoder.decode(b"", final=True)) + slot.stops.flush()
-        request.deliver(GenerationChunk(
-            text=tail, finish_reason=reason,  # type: ignore[arg-type]
-            prompt_tokens=len(request.prompt), completion_tokens=slot.produced))
+        deliver_final(request, tail, reason, slot.produced)
         self._release(slot)
 
     def _fail(self, slot: Slot, error: BaseException) -> None:
@@ -289,13 +218,6 @@ class LlamaCppScheduler:
         if not keep_cache:
             self.model.forget(slot.sequence)
             slot.cached = []
-
-    def _fail_everything(self, error: BaseException) -> None:
-        for slot in self.slots:
-            self._fail(slot, error)
-        for request in self.waiting:
-            request.deliver(error)
-        self.waiting.clear()
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:

@@ -1,0 +1,284 @@
+"""Chat throughput on the bundled SmolLM2 GGUF: our server vs llama-cpp-python's server vs the
+engine called directly, with 1, 4, 8 and 16 concurrent streaming clients; then chat decode
+speed alone and while embedding and speech requests arrive.
+
+    .venv/bin/python benchmarks/chat_throughput.py [--levels 1,4,8,16] [--max-tokens 128]
+
+Prints tables and writes benchmarks/results/chat_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import (  # noqa: E402
+    free_port,
+    labs_server,
+    median,
+    percentile,
+    print_table,
+    server_process,
+    write_results,
+)
+
+from labs_api.engines.chat.base import ChatMessage, SamplingParams  # noqa: E402
+from labs_api.engines.chat.factory import bundled_gguf_path  # noqa: E402
+from labs_api.engines.chat.llama_cpp_engine import (  # noqa: E402
+    LlamaCppChatEngine,
+    LlamaCppOptions,
+    default_thread_count,
+)
+
+TOPICS = ["the sea", "a forest", "the moon", "a city at night", "a mountain", "the desert",
+          "a river", "winter", "a library", "a garden", "the sky", "a train", "a castle",
+          "an island", "a storm", "a market"]
+
+
+def prompt_for(client: int) -> str:
+    return f"Write a long, detailed story about {TOPICS[client % len(TOPICS)]}."
+
+
+@dataclass
+class RequestTiming:
+    ttft_s: float  # request sent -> first content
+    latency_s: float  # request sent -> last byte
+    tokens: int
+
+    @property
+    def decode_tok_s(self) -> float:
+        span = self.latency_s - self.ttft_s
+        return (self.tokens - 1) / span if span > 0 and self.tokens > 1 else float("nan")
+
+
+@dataclass
+class LevelResult:
+    target: str
+    clients: int
+    aggregate_tok_s: float
+    per_request_decode_tok_s: float
+    ttft_p50_ms: float
+    ttft_p95_ms: float
+    latency_p50_s: float
+    latency_p95_s: float
+    tokens: int
+
+
+def summarise(target: str, clients: int, timings: list[RequestTiming],
+              wall_s: float) -> LevelResult:
+    ttfts = [t.ttft_s * 1000 for t in timings]
+    latencies = [t.latency_s for t in timings]
+    tokens = sum(t.tokens for t in timings)
+    return LevelResult(target, clients, tokens / wall_s,
+                       median([t.decode_tok_s for t in timings]),
+                       percentile(ttfts, 50), percentile(ttfts, 95),
+                       percentile(latencies, 50), percentile(latencies, 95), tokens)
+
+
+async def stream_over_http(client: httpx.AsyncClient, url: str, model: str, prompt: str,
+                           max_tokens: int) -> RequestTiming:
+    body = {"model": model, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "messages": [{"role": "user", "content": prompt}]}
+    started = time.perf_counter()
+    first = None
+    pieces = 0
+    async with client.stream("POST", url, json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            choices = chunk.get("choices") or []
+            if choices and choices[0].get("delta", {}).get("content"):
+                pieces += 1
+                if first is None:
+                    first = time.perf_counter()
+    ended = time.perf_counter()
+    # Both servers send one chunk per generated token (text held back for a stop sequence
+    # or a split UTF-8 character is rare with these prompts).
+    return RequestTiming((first or ended) - started, ended - started, pieces)
+
+
+async def run_http_level(base: str, model: str, clients: int, max_tokens: int,
+                         target: str) -> LevelResult:
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        started = time.perf_counter()
+        timings = await asyncio.gather(*(
+            stream_over_http(client, f"{base}/v1/chat/completions", model, prompt_for(i),
+                             max_tokens) for i in range(clients)))
+        return summarise(target, clients, list(timings), time.perf_counter() - started)
+
+
+async def run_engine_level(engine: LlamaCppChatEngine, clients: int,
+                           max_tokens: int) -> LevelResult:
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, top_p=1.0)
+
+    async def one(i: int) -> RequestTiming:
+        started = time.perf_counter()
+        first = None
+        tokens = 0
+        async for chunk in engine.stream([ChatMessage("user", prompt_for(i))], params):
+            if chunk.text and first is None:
+                first = time.perf_counter()
+            if chunk.finish_reason:
+                tokens = chunk.completion_tokens
+        ended = time.perf_counter()
+        return RequestTiming((first or ended) - started, ended - started, tokens)
+
+    started = time.perf_counter()
+    timings = await asyncio.gather(*(one(i) for i in range(clients)))
+    return summarise("engine direct (no HTTP)", clients, list(timings),
+                     time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def llama_cpp_python_server(threads: int, n_ctx: int):
+    port = free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf_path()),
+               "--n_threads", str(threads), "--n_threads_batch", str(threads),
+               "--n_ctx", str(n_ctx), "--host", "127.0.0.1", "--port", str(port),
+               # its default cuts off a running stream when a new request arrives
+               "--interrupt_requests", "False"]
+    with server_process(command, {}, "/v1/models", port) as base:
+        yield base
+
+
+async def mixed_load(base: str, model: str, max_tokens: int, seconds: float) -> dict:
+    """Chat decode speed of one stream alone, then while embedding and speech requests run."""
+    async with httpx.AsyncClient(timeout=600) as client:
+        paths = (await client.get(f"{base}/openapi.json")).json()["paths"]
+        alone = await stream_over_http(client, f"{base}/v1/chat/completions", model,
+                                       prompt_for(0), max_tokens)
+        stop = asyncio.Event()
+        counts = {"embedding_requests": 0, "speech_requests": 0}
+
+        async def embed_loop() -> None:
+            sentences = [f"Sentence number {i} about {TOPICS[i % 16]}." for i in range(32)]
+            while not stop.is_set():
+                r = await client.post(f"{base}/v1/embeddings", json={"input": sentences})
+                r.raise_for_status()
+                counts["embedding_requests"] += 1
+
+        async def speech_loop() -> None:
+            while not stop.is_set():
+                r = await client.post(f"{base}/v1/tts",
+                                      json={"text": "The quick brown fox jumps over the dog."})
+                r.raise_for_status()
+                counts["speech_requests"] += 1
+
+        background = []
+        if "/v1/embeddings" in paths:
+            background.append(asyncio.create_task(embed_loop()))
+        if "/v1/tts" in paths:
+            background.append(asyncio.create_task(speech_loop()))
+        await asyncio.sleep(1.0)
+        loaded = []
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            loaded.append(await stream_over_http(client, f"{base}/v1/chat/completions", model,
+                                                 prompt_for(len(loaded) + 1), max_tokens))
+        stop.set()
+        await asyncio.gather(*background, return_exceptions=True)
+    under_load = median([t.decode_tok_s for t in loaded])
+    return {"chat_decode_alone_tok_s": alone.decode_tok_s,
+            "chat_decode_under_load_tok_s": under_load,
+            "ratio": under_load / alone.decode_tok_s,
+            "background": [p for p in ("/v1/embeddings", "/v1/tts") if p in paths],
+            **counts}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--levels", default="1,4,8,16")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--mixed-seconds", type=float, default=20.0)
+    parser.add_argument("--skip-peer", action="store_true", help="skip llama_cpp.server")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    threads = default_thread_count()
+    slots = max(8, max(levels) // 2)
+    n_ctx = 2048
+    results: list[LevelResult] = []
+
+    print(f"engine direct: {slots} slots, {threads} threads", flush=True)
+    engine = LlamaCppChatEngine("direct", bundled_gguf_path(), LlamaCppOptions(
+        slots=slots, threads=threads, context_per_slot=n_ctx))
+    asyncio.run(run_engine_level(engine, 1, 8))  # warm-up
+    for clients in levels:
+        results.append(asyncio.run(run_engine_level(engine, clients, args.max_tokens)))
+        print(f"  {clients} clients done", flush=True)
+    engine.close()
+
+    print("our server (labs-api)", flush=True)
+    with labs_server({"LABS_PARALLEL": str(slots), "LABS_N_CTX": str(n_ctx)}) as base:
+        model = httpx.get(f"{base}/v1/models").json()["data"][0]["id"]
+        asyncio.run(run_http_level(base, model, 1, 8, "warm-up"))
+        for clients in levels:
+            results.append(asyncio.run(run_http_level(base, model, clients, args.max_tokens,
+                                                      "labs-api")))
+            print(f"  {clients} clients done", flush=True)
+        print("mixed load", flush=True)
+        mixed = asyncio.run(mixed_load(base, model, args.max_tokens, args.mixed_seconds))
+
+    if not args.skip_peer and importlib.util.find_spec("sse_starlette") is not None:
+        print("llama-cpp-python's server (llama_cpp.server)", flush=True)
+        with llama_cpp_python_server(threads, n_ctx) as base:
+            model = httpx.get(f"{base}/v1/models").json()["data"][0]["id"]
+            asyncio.run(run_http_level(base, model, 1, 8, "warm-up"))
+            for clients in levels:
+                results.append(asyncio.run(run_http_level(
+                    base, model, clients, args.max_tokens, "llama_cpp.server")))
+                print(f"  {clients} clients done", flush=True)
+    elif not args.skip_peer:
+        print("llama_cpp.server skipped: pip install 'llama-cpp-python[server]'")
+
+    columns = ["target", "clients", "aggregate tok/s", "per-request decode tok/s",
+               "TTFT p50 ms", "TTFT p95 ms", "latency p50 s", "latency p95 s"]
+    rows = [[r.target, r.clients, r.aggregate_tok_s, r.per_request_decode_tok_s,
+             r.ttft_p50_ms, r.ttft_p95_ms, r.latency_p50_s, r.latency_p95_s]
+            for r in results]
+    print_table(f"Streaming chat, max_tokens={args.max_tokens}, temperature 0, "
+                f"{threads} threads", columns, rows)
+
+    ratios = comparisons(results)
+    print_table("Ratios", ["comparison", "value"], [[k, v] for k, v in ratios.items()])
+    print_table("Mixed load (one chat stream; embeddings and speech requests in a loop)",
+                ["measure", "value"], [[k, v] for k, v in mixed.items()])
+    write_results("chat_throughput", {
+        "max_tokens": args.max_tokens, "threads": threads, "slots": slots,
+        "levels": [asdict(r) for r in results], "ratios": ratios, "mixed_load": mixed})
+
+
+def comparisons(results: list[LevelResult]) -> dict[str, float]:
+    def find(target: str, clients: int) -> LevelResult | None:
+        return next((r for r in results if r.target == target and r.clients == clients), None)
+
+    ratios: dict[str, float] = {}
+    ours1, direct1 = find("labs-api", 1), find("engine direct (no HTTP)", 1)
+    if ours1 and direct1:
+        ratios["1 client: our decode / engine direct"] = (
+            ours1.per_request_decode_tok_s / direct1.per_request_decode_tok_s)
+        ratios["1 client: our TTFT - engine direct TTFT (ms)"] = (
+            ours1.ttft_p50_ms - direct1.ttft_p50_ms)
+    ours8, peer8 = find("labs-api", 8), find("llama_cpp.server", 8)
+    if ours8 and peer8:
+        ratios["8 clients: our aggregate / llama_cpp.server"] = (
+            ours8.aggregate_tok_s / peer8.aggregate_tok_s)
+        ratios["8 clients: our TTFT p95 / llama_cpp.server"] = (
+            ours8.ttft_p95_ms / peer8.ttft_p95_ms)
+    return ratios
+
+
+if __name__ == "__main__":
+    main()
