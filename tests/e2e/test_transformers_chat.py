@@ -65,9 +65,9 @@ def test_greedy_tokens_equal_transformers_generate(engine):
     with torch.inference_mode():
         reference = engine.model.generate(
             torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
-            eos_token_id=sorted(engine._eos_ids), pad_token_id=engine.tokenizer.eos_token_id)
+            eos_token_id=sorted(engine.end_token_ids), pad_token_id=engine.tokenizer.eos_token_id)
     new_tokens = reference[0, len(prompt):].tolist()
-    new_tokens = [t for t in new_tokens if t not in engine._eos_ids]
+    new_tokens = [t for t in new_tokens if t not in engine.end_token_ids]
     assert ours.text == engine.tokenizer.decode(new_tokens, skip_special_tokens=True)
     assert ours.completion_tokens == len(new_tokens)
     assert ours.prompt_tokens == len(prompt)
@@ -77,6 +77,24 @@ def test_the_chat_template_of_the_model_is_applied(engine):
     text = engine.tokenizer.decode(engine.tokenize_prompt(MESSAGES))
     assert text.startswith("<|im_start|>system")
     assert text.endswith("<|im_start|>user\nHello there!<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_concurrent_requests_share_one_padded_batch_and_keep_their_greedy_output(engine):
+    prompts = ["Hello there!", "What is your name, my friend?", "Hi", "Tell me about cats."]
+    params = SamplingParams(max_tokens=10, temperature=0.0, top_p=1.0)
+
+    async def scenario():
+        alone = [await engine.generate([ChatMessage("user", p)], params) for p in prompts]
+        engine.batcher.largest_batch = 0
+        together = await asyncio.gather(
+            *(engine.generate([ChatMessage("user", p)], params) for p in prompts))
+        return alone, together
+
+    alone, together = asyncio.run(scenario())
+    assert engine.batcher.largest_batch == len(prompts)
+    for solo, batched in zip(alone, together, strict=True):
+        assert batched.text == solo.text
+        assert batched.completion_tokens == solo.completion_tokens
 
 
 def test_max_tokens_gives_length(engine):

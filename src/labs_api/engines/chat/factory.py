@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from labs_api.engines.chat.admission import QueuePolicy
 from labs_api.engines.chat.base import ChatEngine
 from labs_api.engines.optional import MissingBackendError
 from labs_api.models import ModelSlot
@@ -52,6 +53,9 @@ def load_chat_engine(source: str, model_id: str, settings: Settings) -> ChatEngi
         torch_dtype=settings.torch_dtype,
         load_in_4bit=settings.load_in_4bit,
         hf_token=settings.hf_token,
+        max_batch=settings.parallel,
+        queue_policy=QueuePolicy(max_waiting=settings.max_queue,
+                                 timeout_s=settings.queue_timeout),
     )
 
 

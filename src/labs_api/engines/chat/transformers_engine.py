@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
-from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from typing import Any
 
+from labs_api.engines.chat.admission import AdmissionQueue, QueuePolicy
 from labs_api.engines.chat.base import ChatEngine, ChatMessage, GenerationChunk, SamplingParams
 from labs_api.engines.chat.chat_template import CHATML_TEMPLATE, ChatTemplate
-from labs_api.engines.chat.stop_text import StopSequenceFilter
-from labs_api.engines.chat.thread_stream import stream_from_thread
+from labs_api.engines.chat.transformers_batcher import PaddedBatchRunner
 from labs_api.engines.optional import MissingBackendError, require
 from labs_api.errors import ContextLengthError
 
@@ -42,7 +40,8 @@ def quantization_config(load_in_4bit: bool, dtype: Any) -> Any | None:
 
 
 class TransformersChatEngine(ChatEngine):
-    """A causal LM with its tokenizer and chat template; one request at a time, token by token."""
+    """A causal LM with its tokenizer and chat template; concurrent requests run in padded
+    batches of up to ``max_batch`` (see transformers_batcher)."""
 
     def __init__(
         self,
@@ -53,6 +52,8 @@ class TransformersChatEngine(ChatEngine):
         torch_dtype: str = "bf16",
         load_in_4bit: bool = False,
         hf_token: str | None = None,
+        max_batch: int = 8,
+        queue_policy: QueuePolicy | None = None,
     ) -> None:
         self.torch = torch = require("torch")
         transformers = require("transformers")
@@ -70,16 +71,20 @@ class TransformersChatEngine(ChatEngine):
         self.model.eval()
         self.device = next(self.model.parameters()).device
         self.context_length = self._context_length()
-        self._eos_ids = self._end_token_ids()
+        self.vocab_size = int(self.model.config.vocab_size)
+        self.end_token_ids = self._end_token_ids()
+        self.pad_token_id = self._pad_token_id()
         self._fallback_template = (
             None
             if getattr(self.tokenizer, "chat_template", None)
             else ChatTemplate(CHATML_TEMPLATE)
         )
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transformers")
         # transformers 5.2x renamed past_key_values to cache, in the forward call and output.
         forward_args = inspect.signature(self.model.forward).parameters
-        self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
+        self.cache_arg = "cache" if "cache" in forward_args else "past_key_values"
+        self.queue = AdmissionQueue(queue_policy or QueuePolicy(max_waiting=64, timeout_s=60),
+                                    capacity=max_batch)
+        self.batcher = PaddedBatchRunner(self, self.queue, max_batch)
 
     def _placement(self, device_map: str, kwargs: dict[str, Any]) -> str | None:
         """Use accelerate's device_map when installed; otherwise move the model ourselves."""
@@ -111,6 +116,10 @@ class TransformersChatEngine(ChatEngine):
                 ids.update(int(i) for i in source)
         return ids
 
+    def _pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad) if pad is not None else min(self.end_token_ids, default=0)
+
     def tokenize_prompt(self, messages: list[ChatMessage]) -> list[int]:
         if self._fallback_template is not None:
             text = self._fallback_template.render(messages)
@@ -132,80 +141,7 @@ class TransformersChatEngine(ChatEngine):
                 f"{self.context_length} tokens, and the reply needs room too.",
                 param="messages",
             )
-        return stream_from_thread(self._executor, lambda cancel: self._run(prompt, params, cancel))
-
-    def _run(
-        self, prompt: list[int], params: SamplingParams, cancelled: threading.Event
-    ) -> Iterator[GenerationChunk]:
-        torch = self.torch
-        generator = torch.Generator(device="cpu")
-        if params.seed is not None:
-            generator.manual_seed(params.seed)
-        else:
-            generator.seed()
-        budget = min(params.max_tokens, self.context_length - len(prompt))
-        stops = StopSequenceFilter(params.stop)
-        generated: list[int] = []
-        sent_text = ""
-        finish = "length"
-        counts = torch.zeros(self.model.config.vocab_size, dtype=torch.float32)
-        input_ids = torch.tensor([prompt], device=self.device)
-        past = None
-        with torch.inference_mode():
-            while len(generated) < budget:
-                if cancelled.is_set():
-                    return
-                out = self.model(input_ids=input_ids, use_cache=True, **{self._cache_arg: past})
-                past = getattr(out, self._cache_arg)
-                logits = out.logits[0, -1].float().cpu()
-                token = sample_token(torch, logits, params, counts, generator)
-                if token in self._eos_ids:
-                    finish = "stop"
-                    break
-                generated.append(token)
-                counts[token] += 1
-                text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                if text.endswith("\ufffd"):  # an incomplete character: wait for the next token
-                    input_ids = torch.tensor([[token]], device=self.device)
-                    continue
-                piece = stops.push(text[len(sent_text):])
-                sent_text = text
-                if piece:
-                    yield GenerationChunk(text=piece)
-                if stops.stopped:
-                    finish = "stop"
-                    break
-                input_ids = torch.tensor([[token]], device=self.device)
-        yield GenerationChunk(
-            text=stops.flush(),
-            finish_reason=finish,  # type: ignore[arg-type]
-            prompt_tokens=len(prompt),
-            completion_tokens=len(generated),
-        )
+        return self.queue.submit(prompt, params, self.batcher.has_room)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-def sample_token(
-    torch: Any, logits: Any, params: SamplingParams, counts: Any, generator: Any
-) -> int:
-    """Pick the next token as OpenAI's parameters describe (penalties, temperature, top-k/p)."""
-    logits = logits[: counts.shape[0]]
-    if params.frequency_penalty or params.presence_penalty:
-        logits = logits - counts * params.frequency_penalty
-        logits = logits - (counts > 0).float() * params.presence_penalty
-    if params.temperature <= 0.0:
-        return int(torch.argmax(logits))
-    logits = logits / params.temperature
-    if params.top_k and params.top_k < logits.shape[0]:
-        kth = torch.topk(logits, params.top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    if params.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        cumulative = torch.cumsum(sorted_probs, dim=-1)
-        drop = cumulative - sorted_probs > params.top_p
-        sorted_probs[drop] = 0.0
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator))
+        self.batcher.close()
