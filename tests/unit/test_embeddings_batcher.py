@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from labs_api.compute import CPU_WORK
 from labs_api.engines.embedding.base import (
     EmbeddingEngine,
     EmbeddingTask,
@@ -49,6 +50,7 @@ class FakeEmbeddingEngine(EmbeddingEngine):
         self.entered = threading.Event()  # set when a call starts
         self.fail_with: Exception | None = None
         self.closed = False
+        self.cpu_work_seen: list[int] = []  # CPU_WORK.active during each call
 
     def vector(self, text: str, task: EmbeddingTask = "document") -> np.ndarray:
         words = (PROMPTS[task].split() + text.lower().split()) or [""]
@@ -64,6 +66,7 @@ class FakeEmbeddingEngine(EmbeddingEngine):
 
     def embed(self, texts: Sequence[str], task: EmbeddingTask) -> np.ndarray:
         self.threads.add(threading.current_thread().name)
+        self.cpu_work_seen.append(CPU_WORK.active)
         self.entered.set()
         self.gate.wait(timeout=10)
         self.calls.append((list(texts), task))
@@ -301,6 +304,9 @@ def test_the_model_runs_on_one_worker_thread_prepared_first_and_warmed_up():
     assert engine.calls[0] == (["warm up"], "document")
     assert len(engine.threads) == 1 and engine.prepared_on in engine.threads
     assert threading.current_thread().name not in engine.threads
+    # Every model call is announced to the chat scheduler, which then leaves a core free.
+    assert len(engine.cpu_work_seen) == len(engine.calls) and min(engine.cpu_work_seen) >= 1
+    assert CPU_WORK.active == 0
 
 
 def test_close_refuses_new_work_fails_waiting_work_and_closes_the_engine():

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from labs_api.compute import CPU_WORK
 from labs_api.engines.embedding.base import (
     EmbeddingEngine,
     EmbeddingTask,
@@ -167,7 +168,8 @@ class EmbeddingBatcher:
         self.engine.prepare_thread()
         if warm_up:
             try:  # the first call initialises kernels; keep that off the first request
-                self.engine.embed(["warm up"], "document")
+                with CPU_WORK.running():
+                    self.engine.embed(["warm up"], "document")
             except Exception:
                 log.exception("embedding warm-up failed")
         while True:
@@ -220,7 +222,8 @@ class EmbeddingBatcher:
         texts = [text for job, start, end in batch for text in job.texts[start:end]]
         started = time.perf_counter()
         try:
-            vectors = self.engine.embed(texts, batch[0][0].task)
+            with CPU_WORK.running():  # the chat scheduler leaves us a core meanwhile
+                vectors = self.engine.embed(texts, batch[0][0].task)
         except Exception as exc:
             log.exception("embedding %d inputs failed", len(texts))
             for job, _, _ in batch:
@@ -228,6 +231,8 @@ class EmbeddingBatcher:
             return
         elapsed = time.perf_counter() - started
         self.model_calls += 1
+        log.debug("embedded %d inputs of %d requests in %.1f ms", len(texts), len(batch),
+                  elapsed * 1000)
         rate = len(texts) / max(elapsed, 1e-6)
         self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
         offset = 0

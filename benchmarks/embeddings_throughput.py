@@ -1,0 +1,285 @@
+"""Embedding throughput: does dynamic batching make 64 small requests cost what one big one does?
+
+Measures, in one run, sentences per second for
+  (a) one HTTP request carrying 64 sentences,
+  (b) 64 concurrent HTTP requests of one sentence each (64 keep-alive connections),
+  (c) the engine's own batch encode of the same 64 sentences, in this process, no HTTP,
+and reports (b)/(c): how much of the engine's batch speed concurrent single-sentence clients get.
+
+The client shares the machine with the server, so it must be cheap: (a) and (b) use a minimal
+asyncio HTTP/1.1 client (about 0.1 ms of CPU per request). httpx.AsyncClient spends several ms of
+CPU per request with 64 pooled connections - more than the server does - so the extra row (b')
+sends (b) through httpx to show that cost; on a 2-core machine it measures the client.
+
+The script starts its own server (``python -m labs_api`` on a free port, models loaded on first
+use so only the embedding model loads), interleaves the three measurements round by round so
+background load hits them alike, prints a table of medians, and writes JSON to
+benchmarks/results/. LABS_EMBEDDING_* variables in the environment reach both the server and
+the in-process engine.
+
+    .venv/bin/python benchmarks/embeddings_throughput.py [--rounds 15] [--sentences 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+RESULTS = Path(__file__).parent / "results"
+
+SUBJECTS = ["The old fisherman", "A small startup", "My neighbour's cat", "The city council",
+            "A team of researchers", "The night train", "Our quarterly report", "The new library"]
+VERBS = ["quietly described", "argued about", "finally repaired", "carefully measured",
+         "never understood", "celebrated", "photographed", "rewrote"]
+OBJECTS = ["the broken lighthouse by the harbour", "a plan to reduce traffic downtown",
+           "the recipe for sourdough bread", "an unusual pattern in the rainfall data",
+           "the rules of the chess tournament", "a melody played on an old piano",
+           "the budget for next year's festival", "the migration of birds in autumn"]
+
+
+def sentences(n: int) -> list[str]:
+    """``n`` distinct, ordinary sentences of 8 to 16 words."""
+    out = []
+    for i in range(n):
+        text = f"{SUBJECTS[i % 8]} {VERBS[(i // 8) % 8]} {OBJECTS[(i * 3 + i // 8) % 8]}"
+        if i % 3 == 0:
+            text += " before the end of the week"
+        out.append(f"{text}.")
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(log_path: Path) -> Iterator[str]:
+    """The real server in a subprocess, models loaded on first use; yields its base URL."""
+    port = free_port()
+    env = {**os.environ, "LABS_HOST": "127.0.0.1", "LABS_PORT": str(port),
+           "LABS_PRELOAD_ON_START": "false", "LABS_LOG_LEVEL": "warning",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "labs_api"], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 300
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"server exited with {process.returncode}; see {log_path}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise TimeoutError("server did not start within 300 s")
+                time.sleep(0.3)
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection that POSTs JSON and reads a Content-Length body."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def post(self, path: str, body: object) -> tuple[int, bytes]:
+        assert self.reader is not None and self.writer is not None
+        payload = json.dumps(body).encode()
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n")
+        self.writer.write(head.encode() + payload)
+        lines = (await self.reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length = next(int(line.split(b":", 1)[1]) for line in lines[1:]
+                      if line.lower().startswith(b"content-length:"))
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def one_request(connection: Connection, texts: list[str]) -> float:
+    started = time.perf_counter()
+    status, body = await connection.post("/v1/embeddings", {"input": texts})
+    elapsed = time.perf_counter() - started
+    _check(status, body, len(texts))
+    return elapsed
+
+
+async def concurrent_requests(connections: list[Connection], texts: list[str]) -> float:
+    started = time.perf_counter()
+    replies = await asyncio.gather(*(c.post("/v1/embeddings", {"input": text})
+                                     for c, text in zip(connections, texts, strict=True)))
+    elapsed = time.perf_counter() - started
+    for status, body in replies:
+        _check(status, body, 1)
+    return elapsed
+
+
+async def concurrent_httpx(client: httpx.AsyncClient, texts: list[str]) -> float:
+    started = time.perf_counter()
+    responses = await asyncio.gather(
+        *(client.post("/v1/embeddings", json={"input": text}) for text in texts))
+    elapsed = time.perf_counter() - started
+    for response in responses:
+        _check(response.status_code, response.content, 1)
+    return elapsed
+
+
+def _check(status: int, body: bytes, n: int) -> None:
+    if status != 200:
+        raise RuntimeError(f"HTTP {status}: {body[:300]!r}")
+    if len(json.loads(body)["data"]) != n:
+        raise RuntimeError("wrong number of embeddings")
+
+
+def load_engine():
+    """The engine the server runs, with the same settings, loaded in this process."""
+    from labs_api.engines.embedding.factory import load_embedding_engine
+    from labs_api.settings import load_settings
+
+    settings = load_settings()
+    engine = load_embedding_engine(settings.embedding_model, settings.embedding_model, settings)
+    engine.prepare_thread()
+    return engine, settings
+
+
+def engine_batch(engine, texts: list[str]) -> float:
+    started = time.perf_counter()
+    vectors = engine.embed(texts, "document")
+    elapsed = time.perf_counter() - started
+    if vectors.shape[0] != len(texts):
+        raise RuntimeError("wrong number of embeddings")
+    return elapsed
+
+
+async def measure(base: str, engine, texts: list[str], rounds: int, warmup: int,
+                  with_httpx: bool) -> dict[str, list[float]]:
+    n = len(texts)
+    host, port = base.removeprefix("http://").split(":")
+    connections = [Connection(host, int(port)) for _ in texts]
+    await asyncio.gather(*(c.open() for c in connections))
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    times: dict[str, list[float]] = {"a": [], "b": [], "c": [], "b_httpx": []}
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as client:
+            await one_request(connections[0], texts[:2])  # loads the model on first use
+            for number in range(warmup + rounds):
+                measured = {
+                    "a": await one_request(connections[0], texts),
+                    "b": await concurrent_requests(connections, texts),
+                    "c": engine_batch(engine, texts),
+                }
+                if with_httpx:
+                    measured["b_httpx"] = await concurrent_httpx(client, texts)
+                if number >= warmup:
+                    for key, value in measured.items():
+                        times[key].append(value)
+    finally:
+        for connection in connections:
+            connection.close()
+    return {key: values for key, values in times.items() if values}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=15, help="measured rounds (default 15)")
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured rounds first")
+    parser.add_argument("--sentences", type=int, default=64, help="sentences per round")
+    parser.add_argument("--no-httpx", action="store_true", help="skip the httpx row (b')")
+    args = parser.parse_args()
+
+    RESULTS.mkdir(exist_ok=True)
+    texts = sentences(args.sentences)
+    engine, settings = load_engine()
+    log_path = RESULTS / "embeddings_throughput-server.log"
+    with server(log_path) as base:
+        times = asyncio.run(measure(base, engine, texts, args.rounds, args.warmup,
+                                    with_httpx=not args.no_httpx))
+
+    n = len(texts)
+    labels = {"a": f"(a) one request of {n} sentences",
+              "b": f"(b) {n} concurrent one-sentence requests",
+              "c": f"(c) engine batch encode of {n} (no HTTP)",
+              "b_httpx": "(b') as (b), through httpx.AsyncClient"}
+    rows = {}
+    for key, label in labels.items():
+        if key not in times:
+            continue
+        rates = [n / t for t in times[key]]
+        rows[key] = {"label": label, "median_sentences_per_s": statistics.median(rates),
+                     "min_sentences_per_s": min(rates), "max_sentences_per_s": max(rates),
+                     "median_seconds": statistics.median(times[key]), "seconds": times[key]}
+    ratio_bc = rows["b"]["median_sentences_per_s"] / rows["c"]["median_sentences_per_s"]
+    ratio_ac = rows["a"]["median_sentences_per_s"] / rows["c"]["median_sentences_per_s"]
+    # Per round too: background load shifts all three of a round together.
+    per_round = statistics.median(c / b for b, c in zip(times["b"], times["c"], strict=True))
+
+    width = max(len(r["label"]) for r in rows.values())
+    print(f"\nEmbedding throughput: {settings.embedding_model}, {args.rounds} rounds "
+          f"(medians; min-max), {os.cpu_count()} CPUs, torch threads "
+          f"{engine.torch.get_num_threads()}")
+    print(f"| {'measurement'.ljust(width)} | sentences/s | min-max        | ms per round |")
+    print(f"|{'-' * (width + 2)}|-------------|----------------|--------------|")
+    for row in rows.values():
+        spread = f"{row['min_sentences_per_s']:.0f}-{row['max_sentences_per_s']:.0f}"
+        print(f"| {row['label'].ljust(width)} | {row['median_sentences_per_s']:11.0f} | "
+              f"{spread:14} | {row['median_seconds'] * 1000:12.1f} |")
+    print(f"\n(b)/(c) = {ratio_bc:.2f} (median of per-round ratios {per_round:.2f}); "
+          f"(a)/(c) = {ratio_ac:.2f}")
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    result = {
+        "benchmark": "embeddings_throughput",
+        "when": stamp,
+        "model": settings.embedding_model,
+        "sentences_per_round": n,
+        "rounds": args.rounds,
+        "warmup_rounds": args.warmup,
+        "settings": {k: v for k, v in settings.model_dump().items()
+                     if k.startswith("embedding_")},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(),
+                    "torch_threads": engine.torch.get_num_threads()},
+        "results": rows,
+        "ratio_b_over_c": ratio_bc,
+        "ratio_b_over_c_per_round_median": per_round,
+        "ratio_a_over_c": ratio_ac,
+    }
+    out = RESULTS / f"embeddings_throughput-{stamp}.json"
+    out.write_text(json.dumps(result, indent=2))
+    (RESULTS / "embeddings_throughput.json").write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
