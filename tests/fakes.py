@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from labs_api.engines.chat.base import ChatEngine, ChatMessage, GenerationChunk, SamplingParams
+from labs_api.engines.chat.base import (
+    ChatEngine,
+    ChatMessage,
+    GenerationChunk,
+    SamplingParams,
+    TokenLogprob,
+)
 from labs_api.engines.chat.stop_text import StopSequenceFilter
-from labs_api.errors import ContextLengthError
 from labs_api.models import ModelRegistry, ModelSlot
 
 
@@ -23,15 +28,19 @@ class FakeChatEngine(ChatEngine):
         self.calls: list[tuple[list[ChatMessage], SamplingParams]] = []
         self.cancelled = 0
         self.finished = 0
+        self.vocab_size = 1000
 
-    def stream(self, messages: list[ChatMessage], params: SamplingParams
-               ) -> AsyncIterator[GenerationChunk]:
-        prompt_tokens = sum(len(m.content.split()) for m in messages)
-        if prompt_tokens >= self.context_length:
-            raise ContextLengthError(f"The prompt is {prompt_tokens} tokens; context is "
-                                     f"{self.context_length}", param="messages")
-        self.calls.append((messages, params))
-        return self._run(prompt_tokens, params)
+    def tokenize_prompt(self, messages: list[ChatMessage]) -> list[int]:
+        self.last_messages = messages
+        return list(range(sum(len(m.content.split()) for m in messages)))
+
+    def tokenize_text(self, text: str) -> list[int]:
+        return list(range(len(text.split())))
+
+    def stream_tokens(self, prompt: list[int], params: SamplingParams
+                      ) -> AsyncIterator[GenerationChunk]:
+        self.calls.append((getattr(self, "last_messages", []), params))
+        return self._run(len(prompt), params)
 
     async def _run(self, prompt_tokens: int, params: SamplingParams
                    ) -> AsyncIterator[GenerationChunk]:
@@ -48,8 +57,13 @@ class FakeChatEngine(ChatEngine):
                     await asyncio.sleep(self.delay)
                 produced += 1
                 text = stops.push(word if i == 0 else " " + word)
+                logprobs = None
+                if params.logprobs is not None:
+                    logprobs = [TokenLogprob(word, -0.5, word.encode(), tuple(
+                        (f"alt{k}", -1.0 - k, f"alt{k}".encode())
+                        for k in range(params.logprobs)))]
                 if text:
-                    yield GenerationChunk(text=text)
+                    yield GenerationChunk(text=text, logprobs=logprobs)
                 if stops.stopped:
                     break
             yield GenerationChunk(text=stops.flush(), finish_reason=finish,

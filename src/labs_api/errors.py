@@ -55,6 +55,19 @@ class ContextLengthError(BadRequestError):
     code = "context_length_exceeded"
 
 
+class UnsupportedParameterError(APIError):
+    """422: a field this server (or this model's engine) cannot honour. Never ignored."""
+
+    status_code = 422
+    error_type = "invalid_request_error"
+    code = "unsupported_parameter"
+
+    def body(self) -> dict[str, Any]:
+        loc = ["body", *(self.param.split(".") if self.param else [])]
+        detail = [{"type": "unsupported", "loc": loc, "msg": self.message, "input": None}]
+        return {"detail": detail, **super().body()}
+
+
 class ModelNotFoundError(APIError):
     status_code = 404
     error_type = "invalid_request_error"

@@ -38,9 +38,15 @@ def client() -> TestClient:
         ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages"),
         ({"messages": [{"role": "user", "content": ""}]}, None),
         ({"stream": "yes please"}, "stream"),
-        ({"n": 2}, "n"),
-        ({"logprobs": True}, "logprobs"),
-        ({"tools": [{"type": "function"}]}, "tools"),
+        ({"n": 9}, "n"),
+        ({"n": 0}, "n"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"top_logprobs": 2}, None),
+        ({"logit_bias": {"5": 101}}, "logit_bias"),
+        ({"logit_bias": {"abc": 1}}, None),
+        ({"response_format": {"type": "xml"}}, "response_format"),
+        ({"response_format": {"type": "json_schema"}}, "response_format"),
+        ({"functions": [{"name": "f"}]}, "functions"),
         ({"model": ""}, "model"),
     ],
 )
@@ -120,6 +126,13 @@ def test_prompt_longer_than_context_is_400_that_says_so(client):
         assert response.status_code == 400
         error = response.json()["error"]
         assert error["code"] == "context_length_exceeded" and "context" in error["message"]
+
+
+def test_logit_bias_outside_the_vocabulary_is_400(client):
+    response = client.post("/v1/chat/completions", json={**GOOD, "logit_bias": {"5000": 3}})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "logit_bias" and "5000" in error["message"]
 
 
 def test_unknown_path_is_404_in_openai_shape(client):

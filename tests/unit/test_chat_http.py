@@ -136,3 +136,58 @@ def test_content_parts_and_developer_role_are_accepted(client, engine):
     messages, _ = engine.calls[-1]
     assert [(m.role, m.content) for m in messages] == [("system", "Be brief."),
                                                        ("user", "Hi you")]
+
+
+def test_n_choices_have_their_index_and_usage_counts_the_prompt_once(client):
+    body = chat(client, n=3, max_tokens=2)
+    assert_matches_openai(body, "CreateChatCompletionResponse")
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    assert body["usage"] == {"prompt_tokens": 1, "completion_tokens": 6, "total_tokens": 7}
+
+
+def test_seeded_choices_get_distinct_repeatable_seeds(client, engine):
+    chat(client, n=3, seed=10)
+    assert sorted(params.seed for _, params in engine.calls[-3:]) == [10, 11, 12]
+
+
+def test_streamed_n_choices_each_get_role_content_and_finish(client):
+    events = stream_events(client, n=2, stream_options={"include_usage": True})
+    chunks = events[:-1]
+    for chunk in chunks:
+        assert_matches_openai(chunk, "CreateChatCompletionStreamResponse")
+    for index in (0, 1):
+        mine = [c["choices"][0] for c in chunks if c["choices"] and
+                c["choices"][0]["index"] == index]
+        assert mine[0]["delta"] == {"role": "assistant"}
+        assert mine[-1]["finish_reason"] == "stop"
+        assert "".join(c["delta"].get("content", "") for c in mine) == \
+            "Hello there, how are you?"
+    assert chunks[-1]["usage"]["completion_tokens"] == 10
+
+
+def test_logprobs_are_returned_in_openai_shape(client, engine):
+    body = chat(client, logprobs=True, top_logprobs=2, max_tokens=2)
+    assert_matches_openai(body, "CreateChatCompletionResponse")
+    assert engine.calls[-1][1].logprobs == 2
+    content = body["choices"][0]["logprobs"]["content"]
+    assert [entry["token"] for entry in content] == ["Hello", "there,"]
+    assert content[0]["bytes"] == list(b"Hello")
+    assert [alt["token"] for alt in content[0]["top_logprobs"]] == ["alt0", "alt1"]
+    events = stream_events(client, logprobs=True, max_tokens=2)
+    for chunk in events[:-1]:
+        assert_matches_openai(chunk, "CreateChatCompletionStreamResponse")
+    streamed = [e for c in events[1:-2] for e in c["choices"][0]["logprobs"]["content"]]
+    assert [e["token"] for e in streamed] == ["Hello", "there,"]
+
+
+def test_logit_bias_and_response_format_reach_the_engine(client, engine):
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    chat(client, logit_bias={"7": -100, "12": 5.5},
+         response_format={"type": "json_schema", "json_schema": {"name": "t", "schema": schema}})
+    params = engine.calls[-1][1]
+    assert params.logit_bias == ((7, -100.0), (12, 5.5))
+    assert params.constraint.kind == "json_schema" and params.constraint.schema == schema
+    chat(client, response_format={"type": "json_object"})
+    assert engine.calls[-1][1].constraint.kind == "json_object"
+    chat(client, response_format={"type": "text"})
+    assert engine.calls[-1][1].constraint is None

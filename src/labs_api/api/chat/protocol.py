@@ -6,10 +6,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from labs_api.engines.chat.base import ChatMessage, SamplingParams
+from labs_api.engines.chat.base import ChatMessage, OutputConstraint, SamplingParams
 from labs_api.settings import Settings
 
 MAX_STOP_SEQUENCES = 4
+MAX_CHOICES = 8
 
 
 class TextContentPart(BaseModel):
@@ -49,6 +50,51 @@ class StreamOptions(BaseModel):
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class TextFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+
+
+class JsonObjectFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["json_object"]
+
+
+class JsonSchemaResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaResponseFormat,
+                           Field(discriminator="type")]
+
+
+def output_constraint(response_format: ResponseFormat | None) -> OutputConstraint | None:
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return OutputConstraint("json_object")
+    return OutputConstraint("json_schema", response_format.json_schema.schema_ or {})
+
+
+def parse_logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
+    if not bias:
+        return ()
+    try:
+        return tuple((int(token), value) for token, value in bias.items())
+    except ValueError:
+        raise ValueError("logit_bias keys must be token ids (integers as strings)") from None
+
+
 class ChatCompletionRequest(BaseModel):
     """The spec's parameters, plus the OpenAI fields clients commonly send.
 
@@ -84,9 +130,15 @@ class ChatCompletionRequest(BaseModel):
     frequency_penalty: Penalty = 0.0
     presence_penalty: Penalty = 0.0
     seed: int | None = Field(None, description="Same seed and request give the same output")
-    n: Literal[1] = Field(1, description="Number of choices (only 1 is supported)")
+    n: int = Field(1, ge=1, le=MAX_CHOICES, description=f"Choices to generate (1-{MAX_CHOICES})")
     user: str | None = Field(None, description="End-user id (accepted, not used)")
-    logprobs: Literal[False] | None = Field(None, description="Log probabilities (unsupported)")
+    logprobs: bool | None = Field(None, description="Return log probabilities of the tokens")
+    top_logprobs: int | None = Field(None, ge=0, le=20,
+                                     description="Alternatives per token (needs logprobs)")
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
+        None, description="Token id -> bias added to its logit (-100..100)")
+    response_format: ResponseFormat | None = Field(
+        None, description="text, json_object, or json_schema (constrained decoding)")
 
     @field_validator("stop")
     @classmethod
@@ -102,6 +154,9 @@ class ChatCompletionRequest(BaseModel):
     def _check_last_message(self) -> ChatCompletionRequest:
         if all(not m.text() for m in self.messages):
             raise ValueError("messages must contain some text")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        parse_logit_bias(self.logit_bias)
         return self
 
     def stop_sequences(self) -> tuple[str, ...]:
@@ -121,6 +176,9 @@ class ChatCompletionRequest(BaseModel):
             frequency_penalty=self.frequency_penalty,
             presence_penalty=self.presence_penalty,
             seed=self.seed,
+            logit_bias=parse_logit_bias(self.logit_bias),
+            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+            constraint=output_constraint(self.response_format),
         )
 
     def engine_messages(self) -> list[ChatMessage]:
@@ -142,7 +200,7 @@ class AssistantMessage(BaseModel):
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    logprobs: Any | None = None
+    logprobs: dict[str, Any] | None = None
     finish_reason: Literal["stop", "length"]
 
 

@@ -7,6 +7,7 @@ from fastapi.responses import StreamingResponse
 
 from labs_api.api.chat.protocol import ChatCompletionRequest, ChatCompletionResponse
 from labs_api.api.chat.serving import ChatService
+from labs_api.api.choices import OpenedChoices
 from labs_api.api.disconnect import unless_disconnected
 from labs_api.api.errors_doc import ERROR_RESPONSES
 from labs_api.api.sse import sse_stream
@@ -28,11 +29,10 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 async def create_chat_completion(body: ChatCompletionRequest, request: Request):
     service: ChatService = request.app.state.chat_service
     if body.stream:
-        opened = await unless_disconnected(request, service.open_stream(body))
-        if not isinstance(opened, tuple):
+        opened = await unless_disconnected(request, service.open(body))
+        if not isinstance(opened, OpenedChoices):
             return opened  # the client left while waiting for a slot
-        engine, chunks = opened
-        events = service.stream_events(body, engine, chunks)
+        events = service.stream_events(body, opened)
         return StreamingResponse(
             sse_stream(events), media_type="text/event-stream", headers=SSE_HEADERS
         )

@@ -14,7 +14,16 @@ from labs_api.api.chat.protocol import (
     ChatCompletionResponse,
     Usage,
 )
-from labs_api.engines.chat.base import ChatEngine, GenerationChunk
+from labs_api.api.choices import (
+    OpenedChoices,
+    collect,
+    interleave,
+    logprobs_content,
+    open_choices,
+    usage_counts,
+)
+from labs_api.engines.chat.base import ChatEngine, SamplingParams
+from labs_api.errors import BadRequestError
 from labs_api.models import ModelRegistry
 from labs_api.settings import Settings
 
@@ -24,99 +33,85 @@ class ChatService:
         self.registry = registry
         self.settings = settings
 
-    async def open_stream(
-        self, request: ChatCompletionRequest
-    ) -> tuple[ChatEngine, AsyncIterator[GenerationChunk]]:
-        """Find the engine and start generating. Errors (404, 503, 400) raise here, before
-        any byte of the response is sent."""
+    async def open(self, request: ChatCompletionRequest) -> OpenedChoices:
+        """Find the engine and start the ``n`` generations. Errors (404, 400, 422, 503) raise
+        here, before any byte of the response is sent."""
         engine: ChatEngine = await self.registry.engine("chat", request.model)
         params = request.to_sampling_params(self.settings)
-        chunks = engine.stream(request.engine_messages(), params)
-        # Wait for the first piece, so that a request that times out in the queue still gets
-        # its 503 as a status code rather than inside a stream that already said 200.
-        try:
-            first = await anext(chunks)
-        except BaseException:
-            await chunks.aclose()  # type: ignore[attr-defined]
-            raise
-        return engine, with_first(first, chunks)
+        check_logit_bias(engine, params)
+        prompt = engine.tokenize_prompt(request.engine_messages())
+        return await open_choices(engine, prompt, params, request.n)
 
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
-        engine, chunks = await self.open_stream(request)
-        pieces: list[str] = []
-        last = GenerationChunk(finish_reason="stop")
-        async for chunk in chunks:
-            pieces.append(chunk.text)
-            last = chunk
+        opened = await self.open(request)
+        choices = await collect(opened)
         return ChatCompletionResponse(
             id=new_completion_id(),
             created=int(time.time()),
-            model=engine.model_id,
+            model=opened.engine.model_id,
             choices=[
                 ChatChoice(
-                    index=0,
-                    message=AssistantMessage(content="".join(pieces)),
-                    finish_reason=last.finish_reason or "stop",
+                    index=c.index,
+                    message=AssistantMessage(content=c.text),
+                    finish_reason=c.finish_reason,  # type: ignore[arg-type]
+                    logprobs=None if c.logprobs is None else {
+                        "content": logprobs_content(c.logprobs), "refusal": None},
                 )
+                for c in choices
             ],
-            usage=usage_of(last),
+            usage=Usage(**usage_counts(choices[0].prompt_tokens,
+                                       [c.completion_tokens for c in choices])),
         )
 
     async def stream_events(
-        self, request: ChatCompletionRequest, engine: ChatEngine,
-        chunks: AsyncIterator[GenerationChunk],
+        self, request: ChatCompletionRequest, opened: OpenedChoices
     ) -> AsyncIterator[dict[str, Any]]:
-        """The chunk objects of a streamed completion: role, content pieces, finish, [usage]."""
+        """The chunk objects of a streamed completion: for each choice a role chunk, content
+        pieces and a finish chunk; then, if asked, one usage chunk."""
         completion_id = new_completion_id()
         created = int(time.time())
+        model = opened.engine.model_id
 
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        def chunk(index: int, delta: dict[str, Any], finish: str | None = None,
+                  logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
             return {
                 "id": completion_id,
                 "object": "chat.completion.chunk",
                 "created": created,
-                "model": engine.model_id,
-                "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                ],
+                "model": model,
+                "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
+                             "finish_reason": finish}],
             }
 
-        yield chunk({"role": "assistant"})
-        try:
-            async for piece in chunks:
-                if piece.text:
-                    yield chunk({"content": piece.text})
-                if piece.finish_reason is not None:
-                    yield chunk({}, piece.finish_reason)
-                    if request.stream_options and request.stream_options.include_usage:
-                        final = chunk({})
-                        final["choices"] = []
-                        final["usage"] = usage_of(piece).model_dump()
-                        yield final
-        finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
+        for index in range(len(opened.streams)):
+            yield chunk(index, {"role": "assistant"})
+        prompt_tokens = 0
+        completion_tokens: dict[int, int] = {}
+        async for index, piece in interleave(opened):
+            logprobs = None if piece.logprobs is None else {
+                "content": logprobs_content(piece.logprobs), "refusal": None}
+            if piece.text or (logprobs and logprobs["content"]):
+                yield chunk(index, {"content": piece.text} if piece.text else {},
+                            logprobs=logprobs)
+            if piece.finish_reason is not None:
+                prompt_tokens = piece.prompt_tokens
+                completion_tokens[index] = piece.completion_tokens
+                yield chunk(index, {}, piece.finish_reason)
+        if request.stream_options and request.stream_options.include_usage:
+            final = chunk(0, {})
+            final["choices"] = []
+            final["usage"] = usage_counts(prompt_tokens, list(completion_tokens.values()))
+            yield final
 
 
-async def with_first(
-    first: GenerationChunk, rest: AsyncIterator[GenerationChunk]
-) -> AsyncIterator[GenerationChunk]:
-    """``first``, then the rest of the stream; closing this closes the engine's stream."""
-    try:
-        yield first
-        if first.finish_reason is None:
-            async for chunk in rest:
-                yield chunk
-    finally:
-        await rest.aclose()  # type: ignore[attr-defined]
+def check_logit_bias(engine: ChatEngine, params: SamplingParams) -> None:
+    vocab = getattr(engine, "vocab_size", None)
+    for token, _ in params.logit_bias:
+        if token < 0 or (vocab is not None and token >= vocab):
+            raise BadRequestError(f"logit_bias names token {token}, which is not in this "
+                                  f"model's vocabulary (0..{(vocab or 1) - 1}).",
+                                  param="logit_bias")
 
 
 def new_completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
-
-
-def usage_of(chunk: GenerationChunk) -> Usage:
-    return Usage(
-        prompt_tokens=chunk.prompt_tokens,
-        completion_tokens=chunk.completion_tokens,
-        total_tokens=chunk.prompt_tokens + chunk.completion_tokens,
-    )

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from labs_api.engines.chat.base import GenerationChunk, SamplingParams
+from labs_api.engines.chat.base import GenerationChunk, SamplingParams, TokenLogprob
 from labs_api.errors import ServiceUnavailableError
 
 
@@ -24,6 +24,7 @@ class GenerationRequest:
     output: asyncio.Queue = field(default_factory=asyncio.Queue)
     enqueued_at: float = field(default_factory=time.monotonic)
     cancelled: bool = False
+    grammar: str | None = None  # engine-specific form of params.constraint
 
     def deliver(self, item: GenerationChunk | BaseException) -> None:
         """Called from the engine's thread: hand a chunk (or an error) to the consumer."""
@@ -48,10 +49,10 @@ class AdmissionQueue:
         self.wakeup = threading.Condition()
         self._waiting: collections.deque[GenerationRequest] = collections.deque()
 
-    def submit(self, prompt: list[int], params: SamplingParams,
-               has_room: Callable[[], bool]) -> AsyncIterator[GenerationChunk]:
+    def submit(self, prompt: list[int], params: SamplingParams, has_room: Callable[[], bool],
+               grammar: str | None = None) -> AsyncIterator[GenerationChunk]:
         """Queue a request from the event loop; 503 at once when the queue is full."""
-        request = GenerationRequest(prompt, params, asyncio.get_running_loop())
+        request = GenerationRequest(prompt, params, asyncio.get_running_loop(), grammar=grammar)
         with self.wakeup:
             waiting = self.waiting_count()
             if waiting >= self.policy.max_waiting and not has_room():
@@ -111,9 +112,9 @@ class AdmissionQueue:
             self._waiting.clear()
 
 
-def deliver_final(request: GenerationRequest, text: str, reason: str,
-                  completion_tokens: int) -> None:
+def deliver_final(request: GenerationRequest, text: str, reason: str, completion_tokens: int,
+                  logprobs: list[TokenLogprob] | None = None) -> None:
     """The last chunk of a generation: remaining text, finish reason and token counts."""
     request.deliver(GenerationChunk(text=text, finish_reason=reason,  # type: ignore[arg-type]
                                     prompt_tokens=len(request.prompt),
-                                    completion_tokens=completion_tokens))
+                                    completion_tokens=completion_tokens, logprobs=logprobs))

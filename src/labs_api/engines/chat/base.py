@@ -5,7 +5,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+from labs_api.errors import ContextLengthError
 
 FinishReason = Literal["stop", "length"]
 
@@ -14,6 +16,14 @@ FinishReason = Literal["stop", "length"]
 class ChatMessage:
     role: str
     content: str
+
+
+@dataclass(frozen=True)
+class OutputConstraint:
+    """Output that must parse: any JSON object, or JSON valid against ``schema``."""
+
+    kind: Literal["json_object", "json_schema"]
+    schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,19 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     seed: int | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    logprobs: int | None = None  # None: none; N: the chosen token's and N alternatives
+    constraint: OutputConstraint | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """The log probability of a generated token, with the most likely alternatives."""
+
+    token: str
+    logprob: float
+    token_bytes: bytes
+    top: tuple[tuple[str, float, bytes], ...] = ()
 
 
 @dataclass
@@ -38,6 +61,7 @@ class GenerationChunk:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass
@@ -52,20 +76,47 @@ class Generation:
 
 
 class ChatEngine(ABC):
-    """Turns chat messages into a stream of text. Runs the model off the event loop."""
+    """Turns chat messages (or plain text) into a stream of text, off the event loop."""
 
     model_id: str
     context_length: int
+    vocab_size: int | None = None
 
     @abstractmethod
+    def tokenize_prompt(self, messages: list[ChatMessage]) -> list[int]:
+        """The prompt tokens of a conversation, through the model's own chat template."""
+
+    @abstractmethod
+    def tokenize_text(self, text: str) -> list[int]:
+        """The tokens of plain text (legacy completions), with the model's usual BOS."""
+
+    @abstractmethod
+    def stream_tokens(
+        self, prompt: list[int], params: SamplingParams
+    ) -> AsyncIterator[GenerationChunk]:
+        """Yield text as it is generated, ending with a chunk that carries the finish reason.
+        Closing the iterator early cancels the generation within one token."""
+
+    def check_supported(self, params: SamplingParams) -> None:  # noqa: B027 - optional hook
+        """Raise ``UnsupportedParameterError`` for what this engine cannot honour."""
+
     def stream(
         self, messages: list[ChatMessage], params: SamplingParams
     ) -> AsyncIterator[GenerationChunk]:
-        """Yield text as it is generated, ending with a chunk that carries the finish reason.
+        return self.stream_prompt(self.tokenize_prompt(messages), params)
 
-        Raises ``ContextLengthError`` before the first chunk when the prompt does not fit.
-        Closing the iterator early cancels the generation within one token.
-        """
+    def stream_prompt(
+        self, prompt: list[int], params: SamplingParams
+    ) -> AsyncIterator[GenerationChunk]:
+        """Check the prompt fits (400 before anything starts), then generate."""
+        self.check_supported(params)
+        if len(prompt) >= self.context_length:
+            raise ContextLengthError(
+                f"The prompt is {len(prompt)} tokens; this model's context is "
+                f"{self.context_length} tokens, and the reply needs room too.",
+                param="messages",
+            )
+        return self.stream_tokens(prompt, params)
 
     async def generate(self, messages: list[ChatMessage], params: SamplingParams) -> Generation:
         pieces: list[str] = []

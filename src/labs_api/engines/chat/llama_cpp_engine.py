@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from labs_api.engines.chat.admission import QueuePolicy
-from labs_api.engines.chat.base import ChatEngine, ChatMessage, GenerationChunk, SamplingParams
+from labs_api.engines.chat.base import (
+    ChatEngine,
+    ChatMessage,
+    GenerationChunk,
+    OutputConstraint,
+    SamplingParams,
+)
 from labs_api.engines.chat.chat_template import CHATML_TEMPLATE, ChatTemplate
 from labs_api.engines.chat.llama_cpp_model import ContextShape, LlamaCppModel
 from labs_api.engines.chat.llama_cpp_scheduler import LlamaCppScheduler
-from labs_api.errors import ContextLengthError
+from labs_api.errors import BadRequestError
 
 
 def default_thread_count() -> int:
@@ -43,6 +50,7 @@ class LlamaCppChatEngine(ChatEngine):
             slots=options.slots, context_per_slot=options.context_per_slot,
             batch_tokens=options.batch_tokens, threads=threads))
         self.context_length = self.model.context_per_slot
+        self.vocab_size = self.model.n_vocab
         self.template = ChatTemplate(
             self.model.chat_template() or CHATML_TEMPLATE,
             bos_token=self.model.special_token_text("bos"),
@@ -59,18 +67,29 @@ class LlamaCppChatEngine(ChatEngine):
         add_bos = self.model.adds_bos() and not (bos and text.startswith(bos))
         return self.model.tokenize(text, add_bos=add_bos)
 
-    def stream(
-        self, messages: list[ChatMessage], params: SamplingParams
+    def tokenize_text(self, text: str) -> list[int]:
+        return self.model.tokenize(text, add_bos=self.model.adds_bos())
+
+    def stream_tokens(
+        self, prompt: list[int], params: SamplingParams
     ) -> AsyncIterator[GenerationChunk]:
-        prompt = self.tokenize_prompt(messages)
-        if len(prompt) >= self.context_length:
-            raise ContextLengthError(
-                f"The prompt is {len(prompt)} tokens; this model's context is "
-                f"{self.context_length} tokens, and the reply needs room too.",
-                param="messages",
-            )
-        return self.scheduler.submit(prompt, params)
+        return self.scheduler.submit(prompt, params, grammar_for(params.constraint))
 
     def close(self) -> None:
         self.scheduler.close()
         self.model.close()
+
+
+def grammar_for(constraint: OutputConstraint | None) -> str | None:
+    """The GBNF grammar that makes llama.cpp's output valid JSON (against a schema, if any)."""
+    if constraint is None:
+        return None
+    from llama_cpp import llama_grammar
+
+    if constraint.kind == "json_object":
+        return llama_grammar.JSON_GBNF
+    try:
+        return llama_grammar.json_schema_to_gbnf(json.dumps(constraint.schema or {}))
+    except Exception as exc:  # the converter raises plain exceptions for what it cannot do
+        raise BadRequestError(f"Unsupported JSON schema in response_format: {exc}",
+                              param="response_format") from None

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labs_api.engines.chat.base import SamplingParams
+import numpy as np
+
+from labs_api.engines.chat.base import SamplingParams, TokenLogprob
 from labs_api.engines.optional import require
 
 log = logging.getLogger("labs_api.llama_cpp")
@@ -164,25 +166,54 @@ class LlamaCppModel:
 
     # -- sampling ------------------------------------------------------------------------------
 
-    def new_sampler(self, params: SamplingParams, seed: int) -> Any:
-        """A llama.cpp sampler chain for one request, in OpenAI's order: penalties on the
-        tokens generated so far, then temperature, top-k, top-p, and a seeded draw."""
+    def new_sampler(self, params: SamplingParams, seed: int, grammar: str | None = None) -> Any:
+        """A llama.cpp sampler chain for one request, in OpenAI's order: logit bias, penalties
+        on the tokens generated so far, the output grammar, then temperature, top-k, top-p and
+        a seeded draw (or the most likely token at temperature 0)."""
         lib = self.lib
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        add = lambda sampler: lib.llama_sampler_chain_add(chain, sampler)  # noqa: E731
+        if params.logit_bias:
+            biases = (lib.llama_logit_bias * len(params.logit_bias))(
+                *(lib.llama_logit_bias(token, bias) for token, bias in params.logit_bias))
+            add(lib.llama_sampler_init_logit_bias(self.n_vocab, len(params.logit_bias), biases))
         if params.frequency_penalty or params.presence_penalty:
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_penalties(
-                self.n_vocab, self.context_per_slot, 1.0,
-                params.frequency_penalty, params.presence_penalty))
+            add(lib.llama_sampler_init_penalties(self.n_vocab, self.context_per_slot, 1.0,
+                                                 params.frequency_penalty,
+                                                 params.presence_penalty))
+        if grammar is not None:
+            constrained = lib.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
+            if not constrained:
+                lib.llama_sampler_free(chain)
+                raise ValueError("llama.cpp could not compile the output grammar")
+            add(constrained)
         if params.temperature <= 0.0:
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+            add(lib.llama_sampler_init_greedy())
             return chain
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(params.temperature))
+        add(lib.llama_sampler_init_temp(params.temperature))
         if params.top_k > 0:
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(params.top_k))
+            add(lib.llama_sampler_init_top_k(params.top_k))
         if params.top_p < 1.0:
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(params.top_p, 1))
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
+            add(lib.llama_sampler_init_top_p(params.top_p, 1))
+        add(lib.llama_sampler_init_dist(seed))
         return chain
+
+    def logprobs(self, batch_index: int, token: int, top: int) -> TokenLogprob:
+        """Log probability of ``token`` under the model's raw distribution at
+        ``batch_index``, and the ``top`` most likely tokens there."""
+        pointer = self.lib.llama_get_logits_ith(self.ctx, batch_index)
+        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).astype(np.float64)
+        peak = logits.max()
+        logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))
+        best = np.argpartition(-logprobs, top)[:top] if top else np.array([], dtype=int)
+        best = best[np.argsort(-logprobs[best])]
+        alternatives = tuple(self._token_entry(int(t), float(logprobs[t])) for t in best)
+        text, _, raw = self._token_entry(token, float(logprobs[token]))
+        return TokenLogprob(text, float(logprobs[token]), raw, alternatives)
+
+    def _token_entry(self, token: int, logprob: float) -> tuple[str, float, bytes]:
+        raw = self.piece(token)
+        return raw.decode("utf-8", errors="replace"), logprob, raw
 
     def sample(self, sampler: Any, batch_index: int) -> int:
         """Draw the next token from the logits at ``batch_index`` (and record it for penalties)."""

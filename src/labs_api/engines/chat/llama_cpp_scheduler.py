@@ -25,10 +25,10 @@ from labs_api.engines.chat.admission import (
     QueuePolicy,
     deliver_final,
 )
-from labs_api.engines.chat.base import GenerationChunk, SamplingParams
+from labs_api.engines.chat.base import GenerationChunk, SamplingParams, TokenLogprob
 from labs_api.engines.chat.llama_cpp_model import DecodeError, LlamaCppModel
 from labs_api.engines.chat.stop_text import StopSequenceFilter
-from labs_api.errors import EngineError, ServiceUnavailableError
+from labs_api.errors import BadRequestError, EngineError, ServiceUnavailableError
 
 log = logging.getLogger("labs_api.llama_cpp")
 
@@ -48,6 +48,7 @@ class Slot:
     budget: int = 0
     logits_index: int = -1  # where this slot's logits are in the batch just decoded
     last_used: float = 0.0
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # not yet sent
 
 
 class LlamaCppScheduler:
@@ -67,9 +68,10 @@ class LlamaCppScheduler:
 
     # -- called from the event loop -------------------------------------------------------------
 
-    def submit(self, prompt: list[int], params: SamplingParams) -> AsyncIterator[GenerationChunk]:
+    def submit(self, prompt: list[int], params: SamplingParams,
+               grammar: str | None = None) -> AsyncIterator[GenerationChunk]:
         """Queue a generation; raises 503 at once when the queue is full."""
-        return self.queue.submit(prompt, params, self._has_free_slot)
+        return self.queue.submit(prompt, params, self._has_free_slot, grammar)
 
     def active_count(self) -> int:
         return sum(1 for s in self.slots if s.request is not None)
@@ -120,16 +122,23 @@ class LlamaCppScheduler:
 
     def _start(self, slot: Slot, request: GenerationRequest) -> None:
         model = self.model
+        params = request.params
+        seed = params.seed if params.seed is not None else random.getrandbits(32)
+        try:
+            sampler = model.new_sampler(params, seed & 0xFFFFFFFF, request.grammar)
+        except ValueError as exc:
+            request.deliver(BadRequestError(f"Cannot constrain the output: {exc}",
+                                            param="response_format"))
+            return
         # Keep the shared prefix; at least one prompt token must be fed to get logits.
         keep = min(common_prefix(slot.cached, request.prompt), len(request.prompt) - 1)
         model.forget(slot.sequence, keep)
         self.reused_prompt_tokens += keep
-        params = request.params
-        seed = params.seed if params.seed is not None else random.getrandbits(32)
         slot.request = request
         slot.cached = request.prompt[:keep]
         slot.pending = request.prompt[keep:]
-        slot.sampler = model.new_sampler(params, seed & 0xFFFFFFFF)
+        slot.sampler = sampler
+        slot.logprobs = []
         slot.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         slot.stops = StopSequenceFilter(params.stop)
         slot.produced = 0
@@ -186,9 +195,12 @@ class LlamaCppScheduler:
             self._finish(slot, "stop")
             return
         slot.produced += 1
+        if request.params.logprobs is not None:
+            slot.logprobs.append(
+                self.model.logprobs(slot.logits_index, token, request.params.logprobs))
         text = slot.stops.push(slot.decoder.decode(self.model.piece(token)))
         if text:
-            request.deliver(GenerationChunk(text=text))
+            request.deliver(GenerationChunk(text=text, logprobs=self._take_logprobs(slot)))
         if slot.stops.stopped:
             self._finish(slot, "stop")
         elif slot.produced >= slot.budget:
@@ -200,8 +212,15 @@ class LlamaCppScheduler:
         request = slot.request
         assert request is not None and slot.stops is not None
         tail = slot.stops.push(slot.decoder.decode(b"", final=True)) + slot.stops.flush()
-        deliver_final(request, tail, reason, slot.produced)
+        deliver_final(request, tail, reason, slot.produced, self._take_logprobs(slot))
         self._release(slot)
+
+    @staticmethod
+    def _take_logprobs(slot: Slot) -> list[TokenLogprob] | None:
+        if slot.request is None or slot.request.params.logprobs is None:
+            return None
+        taken, slot.logprobs = slot.logprobs, []
+        return taken
 
     def _fail(self, slot: Slot, error: BaseException) -> None:
         if slot.request is not None:

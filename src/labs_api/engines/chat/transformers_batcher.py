@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labs_api.engines.chat.admission import AdmissionQueue, GenerationRequest, deliver_final
-from labs_api.engines.chat.base import GenerationChunk, SamplingParams
+from labs_api.engines.chat.base import GenerationChunk, SamplingParams, TokenLogprob
 from labs_api.engines.chat.stop_text import StopSequenceFilter
 from labs_api.errors import EngineError, ServiceUnavailableError
 
@@ -32,6 +32,13 @@ class Row:
     budget: int
     generated: list[int] = field(default_factory=list)
     sent_text: str = ""
+    pending_logprobs: list[TokenLogprob] = field(default_factory=list)
+
+    def take_logprobs(self) -> list[TokenLogprob] | None:
+        if self.request.params.logprobs is None:
+            return None
+        taken, self.pending_logprobs = self.pending_logprobs, []
+        return taken
 
 
 class PaddedBatchRunner:
@@ -117,6 +124,9 @@ class PaddedBatchRunner:
                         continue
                     token = sample_token(torch, logits[i], row.request.params, row.counts,
                                          row.generator)
+                    if row.request.params.logprobs is not None:
+                        row.pending_logprobs.append(self._logprob(logits[i], token,
+                                                                  row.request.params.logprobs))
                     if not self._advance(row, token):
                         keep.append(i)
                         next_tokens.append(token)
@@ -135,6 +145,8 @@ class PaddedBatchRunner:
         """Record one sampled token and send its text. True when the row is finished."""
         request, engine = row.request, self.engine
         if token in engine.end_token_ids:
+            if row.pending_logprobs:
+                row.pending_logprobs.pop()  # the end-of-turn token is not part of the answer
             self._finish(row, "stop")
             return True
         row.generated.append(token)
@@ -144,7 +156,7 @@ class PaddedBatchRunner:
             piece = row.stops.push(text[len(row.sent_text):])
             row.sent_text = text
             if piece:
-                request.deliver(GenerationChunk(text=piece))
+                request.deliver(GenerationChunk(text=piece, logprobs=row.take_logprobs()))
             if row.stops.stopped:
                 self._finish(row, "stop")
                 return True
@@ -154,7 +166,22 @@ class PaddedBatchRunner:
         return False
 
     def _finish(self, row: Row, reason: str) -> None:
-        deliver_final(row.request, row.stops.flush(), reason, len(row.generated))
+        deliver_final(row.request, row.stops.flush(), reason, len(row.generated),
+                      row.take_logprobs())
+
+    def _logprob(self, logits: Any, token: int, top: int) -> TokenLogprob:
+        """``token``'s log probability under the raw distribution, and the ``top`` best."""
+        logprobs = self.torch.log_softmax(logits.double(), dim=-1)
+        entry = self._entry
+        best = self.torch.topk(logprobs, top) if top else None
+        alternatives = () if best is None else tuple(
+            entry(int(t), float(v)) for v, t in zip(best.values, best.indices, strict=True))
+        text, value, raw = entry(token, float(logprobs[token]))
+        return TokenLogprob(text, value, raw, alternatives)
+
+    def _entry(self, token: int, logprob: float) -> tuple[str, float, bytes]:
+        text = self.engine.tokenizer.decode([token])
+        return text, logprob, text.encode("utf-8")
 
 
 def sample_token(
@@ -162,6 +189,10 @@ def sample_token(
 ) -> int:
     """Pick the next token as OpenAI's parameters describe (penalties, temperature, top-k/p)."""
     logits = logits[: counts.shape[0]]
+    if params.logit_bias:
+        logits = logits.clone()
+        for token, bias in params.logit_bias:
+            logits[token] += bias
     if params.frequency_penalty or params.presence_penalty:
         logits = logits - counts * params.frequency_penalty
         logits = logits - (counts > 0).float() * params.presence_penalty

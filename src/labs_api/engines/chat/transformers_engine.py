@@ -12,7 +12,7 @@ from labs_api.engines.chat.base import ChatEngine, ChatMessage, GenerationChunk,
 from labs_api.engines.chat.chat_template import CHATML_TEMPLATE, ChatTemplate
 from labs_api.engines.chat.transformers_batcher import PaddedBatchRunner
 from labs_api.engines.optional import MissingBackendError, require
-from labs_api.errors import ContextLengthError
+from labs_api.errors import UnsupportedParameterError
 
 log = logging.getLogger("labs_api.transformers")
 
@@ -131,16 +131,20 @@ class TransformersChatEngine(ChatEngine):
             )
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def stream(
-        self, messages: list[ChatMessage], params: SamplingParams
-    ) -> AsyncIterator[GenerationChunk]:
-        prompt = self.tokenize_prompt(messages)
-        if len(prompt) >= self.context_length:
-            raise ContextLengthError(
-                f"The prompt is {len(prompt)} tokens; this model's context is "
-                f"{self.context_length} tokens, and the reply needs room too.",
-                param="messages",
+    def tokenize_text(self, text: str) -> list[int]:
+        return list(self.tokenizer(text)["input_ids"])
+
+    def check_supported(self, params: SamplingParams) -> None:
+        if params.constraint is not None:
+            raise UnsupportedParameterError(
+                "response_format json_object/json_schema needs constrained decoding, which this "
+                "server runs on GGUF models (llama.cpp engine) only.",
+                param="response_format",
             )
+
+    def stream_tokens(
+        self, prompt: list[int], params: SamplingParams
+    ) -> AsyncIterator[GenerationChunk]:
         return self.queue.submit(prompt, params, self.batcher.has_room)
 
     def close(self) -> None:
