@@ -1,0 +1,103 @@
+"""Legacy completions: prompts in, text out, on the same engines and choice runner as chat."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from labs_api.api.chat.serving import check_logit_bias
+from labs_api.api.choices import OpenedChoices, collect, interleave, open_choices
+from labs_api.api.completions.protocol import (
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    CompletionUsage,
+)
+from labs_api.engines.chat.base import ChatEngine, TokenLogprob
+from labs_api.models import ModelRegistry
+from labs_api.settings import Settings
+
+
+class CompletionService:
+    def __init__(self, registry: ModelRegistry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+
+    async def open(self, request: CompletionRequest) -> tuple[OpenedChoices, list[str], int]:
+        """Start ``n`` generations per prompt (choice index = prompt * n + j). Returns them,
+        the prompt texts (for echo) and the prompt token count."""
+        engine: ChatEngine = await self.registry.engine("chat", request.model)
+        params = request.to_sampling_params(self.settings)
+        check_logit_bias(engine, params)
+        opened = OpenedChoices(engine)
+        texts, prompt_tokens = [], 0
+        try:
+            for prompt in request.prompts():
+                tokens = engine.tokenize_text(prompt) if isinstance(prompt, str) else prompt
+                texts.append(prompt if isinstance(prompt, str) else "")
+                prompt_tokens += len(tokens)
+                opened.streams += (await open_choices(engine, tokens, params, request.n)).streams
+        except BaseException:
+            await opened.aclose()
+            raise
+        return opened, texts, prompt_tokens
+
+    async def complete(self, request: CompletionRequest) -> CompletionResponse:
+        opened, texts, prompt_tokens = await self.open(request)
+        choices = await collect(opened)
+        completion_tokens = sum(c.completion_tokens for c in choices)
+        return CompletionResponse(
+            id=new_id(), created=int(time.time()), model=opened.engine.model_id,
+            choices=[CompletionChoice(
+                index=c.index,
+                text=(texts[c.index // request.n] if request.echo else "") + c.text,
+                finish_reason=c.finish_reason,  # type: ignore[arg-type]
+                logprobs=None if c.logprobs is None else legacy_logprobs(c.logprobs),
+            ) for c in choices],
+            usage=CompletionUsage(prompt_tokens=prompt_tokens,
+                                  completion_tokens=completion_tokens,
+                                  total_tokens=prompt_tokens + completion_tokens),
+        )
+
+    async def stream_events(self, request: CompletionRequest, opened: OpenedChoices,
+                            prompt_tokens: int) -> AsyncIterator[dict[str, Any]]:
+        completion_id, created, model = new_id(), int(time.time()), opened.engine.model_id
+        completion_tokens: dict[int, int] = {}
+
+        def chunk(index: int, text: str, finish: str | None,
+                  logprobs: list[TokenLogprob] | None) -> dict[str, Any]:
+            return {"id": completion_id, "object": "text_completion", "created": created,
+                    "model": model,
+                    "choices": [{"index": index, "text": text, "finish_reason": finish,
+                                 "logprobs": None if logprobs is None
+                                 else legacy_logprobs(logprobs)}]}
+
+        async for index, piece in interleave(opened):
+            if piece.finish_reason is not None:
+                completion_tokens[index] = piece.completion_tokens
+            if piece.text or piece.finish_reason is not None:
+                yield chunk(index, piece.text, piece.finish_reason, piece.logprobs)
+        if request.stream_options and request.stream_options.include_usage:
+            completion = sum(completion_tokens.values())
+            yield {"id": completion_id, "object": "text_completion", "created": created,
+                   "model": model, "choices": [],
+                   "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                             "total_tokens": prompt_tokens + completion}}
+
+
+def legacy_logprobs(entries: list[TokenLogprob]) -> dict[str, Any]:
+    """The legacy logprobs object: parallel lists, offsets into the generated text."""
+    offsets, position = [], 0
+    for entry in entries:
+        offsets.append(position)
+        position += len(entry.token)
+    return {"tokens": [e.token for e in entries],
+            "token_logprobs": [e.logprob for e in entries],
+            "top_logprobs": [{t: lp for t, lp, _ in e.top} for e in entries],
+            "text_offset": offsets}
+
+
+def new_id() -> str:
+    return f"cmpl-{uuid.uuid4().hex}"
