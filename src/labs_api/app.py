@@ -12,6 +12,8 @@ from fastapi import FastAPI
 from labs_api import __version__
 from labs_api.api.chat.router import router as chat_router
 from labs_api.api.chat.serving import ChatService
+from labs_api.api.completions.router import router as completions_router
+from labs_api.api.completions.serving import CompletionService
 from labs_api.api.embeddings.router import router as embeddings_router
 from labs_api.api.embeddings.serving import EmbeddingService
 from labs_api.api.models import router as models_router
@@ -52,11 +54,13 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.settings = settings
     app.state.registry = registry
     app.state.chat_service = ChatService(registry, settings)
+    app.state.completion_service = CompletionService(registry, settings)
     app.state.embedding_service = EmbeddingService(registry)
     app.state.speech_service = SpeechService(registry, settings)
     install_error_handlers(app)
     app.include_router(models_router)
     app.include_router(chat_router)
+    app.include_router(completions_router)
     app.include_router(embeddings_router)
     app.include_router(speech_router)
     return app
