@@ -32,6 +32,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,6 +112,17 @@ class Connection:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
     async def post(self, path: str, body: object) -> tuple[int, bytes]:
+        try:
+            return await self._post(path, body)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # The server closes connections idle past its keep-alive timeout (uvicorn: 5 s).
+            self.close()
+            await self.open()
+            return await self._post(path, body)
+
+    async def _post(self, path: str, body: object) -> tuple[int, bytes]:
+        if self.reader is None or self.writer is None or self.reader.at_eof():
+            await self.open()
         assert self.reader is not None and self.writer is not None
         payload = json.dumps(body).encode()
         head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
@@ -221,7 +233,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     texts = sentences(args.sentences)
     engine, settings = load_engine()
-    log_path = RESULTS / "embeddings_throughput-server.log"
+    log_path = Path(tempfile.gettempdir()) / "labs-embeddings-throughput-server.log"
     with server(log_path) as base:
         times = asyncio.run(measure(base, engine, texts, args.rounds, args.warmup,
                                     with_httpx=not args.no_httpx))
