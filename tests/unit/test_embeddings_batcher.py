@@ -347,3 +347,19 @@ def test_cosine_matrix_is_symmetric_with_a_unit_diagonal():
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     np.testing.assert_allclose(matrix, unit @ unit.T, atol=1e-6)
     assert matrix.max() <= 1.0 and matrix.min() >= -1.0
+
+
+def test_an_engine_returning_the_wrong_shape_fails_the_batch_instead_of_hanging():
+    class Broken(FakeEmbeddingEngine):
+        def embed(self, texts, task):
+            return super().embed(texts, task)[:1]  # one row, whatever was asked
+
+    async def scenario():
+        batcher, engine = make(Broken())
+        with pytest.raises(RuntimeError, match="returned"):
+            await asyncio.wait_for(batcher.embed(["a", "b"], "document"), timeout=5)
+        result = await batcher.embed(["single"], "document")  # the worker is still alive
+        batcher.close()
+        return result
+
+    assert asyncio.run(scenario()).vectors.shape == (1, 16)

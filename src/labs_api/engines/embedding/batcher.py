@@ -111,10 +111,10 @@ class EmbeddingBatcher:
     async def embed(self, texts: Sequence[str], task: EmbeddingTask) -> EmbeddingResult:
         """Embed ``texts`` in some shared model calls. Raises ``InputTooLongError`` (truncation
         off), ``BatcherOverloadedError`` (queue full) or what the engine raised."""
-        loop = asyncio.get_running_loop()
-        job = _Job(texts=texts, task=task, loop=loop, future=loop.create_future())
         if not texts:
             return EmbeddingResult(np.zeros((0, self.dimensions), np.float32), [])
+        loop = asyncio.get_running_loop()
+        job = _Job(texts=texts, task=task, loop=loop, future=loop.create_future())
         with self._cond:
             if self._closed:
                 raise BatcherClosedError("the embedding model is shutting down")
@@ -176,7 +176,12 @@ class EmbeddingBatcher:
             batch = self._next_batch()
             if batch is None:
                 return
-            self._run(batch)
+            try:
+                self._run(batch)
+            except Exception as exc:  # a bug here must not leave requests waiting forever
+                log.exception("the embedding worker failed on a batch")
+                for job, _, _ in batch:
+                    self._fail(job, exc)
 
     def _next_batch(self) -> list[tuple[_Job, int, int]] | None:
         """Up to ``batch_size`` texts of the oldest job's task: (job, start, end) slices."""
@@ -224,6 +229,9 @@ class EmbeddingBatcher:
         try:
             with CPU_WORK.running():  # the chat scheduler leaves us a core meanwhile
                 vectors = self.engine.embed(texts, batch[0][0].task)
+            if vectors.shape != (len(texts), self.dimensions):
+                raise RuntimeError(f"the engine returned {vectors.shape} for {len(texts)} "
+                                   f"inputs of {self.dimensions} dimensions")
         except Exception as exc:
             log.exception("embedding %d inputs failed", len(texts))
             for job, _, _ in batch:

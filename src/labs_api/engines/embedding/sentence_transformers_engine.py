@@ -65,7 +65,7 @@ class SentenceTransformerEngine(EmbeddingEngine):
             model_kwargs={dtype_keyword(): torch.float32 if dtype == "fp32" else torch.bfloat16},
         )
         self.model.eval()
-        if self.model.dtype == torch.float16:  # a module that ignored the requested dtype
+        if getattr(self.model, "dtype", None) == torch.float16:  # a module ignored our dtype
             self.model.to(torch.float32)
         self.tokenizer = self.model.tokenizer
         dimension = getattr(self.model, "get_embedding_dimension", None)
