@@ -22,6 +22,7 @@ from labs_api.api.speech.serving import SpeechService
 from labs_api.catalog import build_registry
 from labs_api.errors import install_error_handlers
 from labs_api.models import ModelRegistry
+from labs_api.ops.install import install_operations
 from labs_api.settings import Settings
 
 log = logging.getLogger("labs_api")
@@ -50,6 +51,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         version=__version__,
         description="OpenAI-compatible chat, embeddings, similarities and text-to-speech.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from labs_api.api.docs, without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.registry = registry
@@ -63,4 +66,6 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.include_router(completions_router)
     app.include_router(embeddings_router)
     app.include_router(speech_router)
+    # Keys, rate limit, CORS, body size, request ids and access log, /metrics, offline /docs.
+    install_operations(app, settings)
     return app

@@ -39,5 +39,6 @@ def main(argv: list[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        access_log=False,  # labs_api.access writes one line per request, with its id
         timeout_graceful_shutdown=5,
     )

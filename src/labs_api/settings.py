@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, FilePath, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CHAT_MODEL = "SmolLM2-135M-Instruct"
@@ -90,6 +90,60 @@ class Settings(BaseSettings):
         "cores to the chat model)"
     )
     # --- end of speech block ---
+
+    # --- operations and security (see README "Operations and security") ---
+    api_key: str | None = Field(
+        None, repr=False,
+        description="API key(s) every /v1 request must send as 'Authorization: Bearer <key>'; "
+        "a comma-separated list for several. Unset: no authentication",
+    )
+    api_key_file: FilePath | None = Field(
+        None, description="A file of API keys, one per line ('#' starts a comment)"
+    )
+    rate_limit: str | None = Field(
+        None,
+        description="Requests allowed per API key (or per client address without keys) on /v1, "
+        "e.g. '60/minute' or '10/second;1000/day'. Unset: no limit",
+    )
+    cors_origins: str | None = Field(
+        None, description="Comma-separated origins allowed by CORS ('*' for any). Unset: no CORS"
+    )
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, ge=0, description="Largest request body in bytes (413 past it; 0: no "
+        "limit)"
+    )
+    metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics")
+
+    @field_validator("api_key", "rate_limit", "cors_origins", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parse_rate_limit(cls, value: str | None) -> str | None:
+        if value is not None:
+            from limits import parse_many
+
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ValueError(
+                    "expected a rate such as '60/minute', '10 per second' or '10/second;1000/day'"
+                ) from None
+        return value
+
+    def api_keys(self) -> list[str]:
+        """Every accepted API key, from LABS_API_KEY and LABS_API_KEY_FILE (empty: auth off)."""
+        keys = [k.strip() for k in (self.api_key or "").split(",") if k.strip()]
+        if self.api_key_file is not None:
+            lines = self.api_key_file.read_text(encoding="utf-8").splitlines()
+            keys += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        return list(dict.fromkeys(keys))
+
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
+    # --- end of operations and security block ---
 
 
 def env_name(field: str) -> str:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from labs_api.engines.chat.base import ChatEngine, GenerationChunk, SamplingParams, TokenLogprob
+from labs_api.ops.context import report_first_token, report_generation
 
 
 @dataclass
@@ -50,6 +52,7 @@ async def open_choices(engine: ChatEngine, prompt: list[int], params: SamplingPa
     """Start ``n`` generations and wait for each one's first chunk. Errors (400, 503) raise
     here, before any byte of the response is sent; nothing is left running after an error."""
     opened = OpenedChoices(engine)
+    started = time.perf_counter()
     try:
         for index in range(n):
             opened.streams.append(engine.stream_prompt(prompt, params_for_choice(params, index)))
@@ -57,18 +60,23 @@ async def open_choices(engine: ChatEngine, prompt: list[int], params: SamplingPa
     except BaseException:
         await opened.aclose()
         raise
-    opened.streams = [_with_first(first, rest) for first, rest in zip(firsts, opened.streams,
-                                                                         strict=True)]
+    report_first_token(engine.model_id, time.perf_counter() - started)
+    opened.streams = [_with_first(engine.model_id, first, rest)
+                      for first, rest in zip(firsts, opened.streams, strict=True)]
     return opened
 
 
-async def _with_first(first: GenerationChunk,
+async def _with_first(model_id: str, first: GenerationChunk,
                       rest: AsyncIterator[GenerationChunk]) -> AsyncIterator[GenerationChunk]:
     try:
+        last = first
         yield first
         if first.finish_reason is None:
             async for chunk in rest:
+                last = chunk
                 yield chunk
+        if last.finish_reason is not None:  # metrics and the access log count the tokens
+            report_generation(model_id, last.prompt_tokens, last.completion_tokens)
     finally:
         await rest.aclose()  # type: ignore[attr-defined]
 

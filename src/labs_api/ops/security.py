@@ -1,0 +1,126 @@
+"""API keys: with keys configured, every /v1 request must carry ``Authorization: Bearer <key>``.
+
+Keys are compared in constant time (on their SHA-256 digests, so neither the content nor the
+length of a configured key leaks through timing). No key is ever logged or echoed: the access log
+names a key by its position in the configured list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from labs_api.errors import error_body
+from labs_api.ops.context import current_request
+
+log = logging.getLogger("labs_api.security")
+
+PROTECTED_PREFIX = "/v1"
+BEARER_SCHEME = "APIKey"
+
+
+def is_protected(path: str) -> bool:
+    """Only the API itself needs a key; /health, /ready, /metrics and the docs stay open."""
+    return path == PROTECTED_PREFIX or path.startswith(PROTECTED_PREFIX + "/")
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+class APIKeys:
+    """The accepted keys, kept only as digests."""
+
+    def __init__(self, keys: list[str]) -> None:
+        if not keys:
+            raise ValueError("at least one API key is needed")
+        self._digests = [_digest(k) for k in keys]
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def number_of(self, presented: str) -> int | None:
+        """The 1-based position of ``presented`` among the keys, or None if it is not one.
+        Every key is compared, so the time taken does not depend on which one matched."""
+        given = _digest(presented)
+        found = None
+        for number, digest in enumerate(self._digests, start=1):
+            if hmac.compare_digest(given, digest) and found is None:
+                found = number
+        return found
+
+
+def bearer_token(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            return None
+    return None
+
+
+def _unauthorized(message: str) -> JSONResponse:
+    return JSONResponse(
+        error_body(message, "invalid_request_error", None, "invalid_api_key"),
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+class APIKeyMiddleware:
+    """401 for a /v1 request without a valid bearer key, in OpenAI's error shape."""
+
+    def __init__(self, app: ASGIApp, keys: APIKeys) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_protected(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        token = bearer_token(scope)
+        if token is None:
+            response = _unauthorized(
+                "Missing API key: send it in the Authorization header as 'Bearer YOUR_KEY'."
+            )
+            await response(scope, receive, send)
+            return
+        number = self.keys.number_of(token)
+        if number is None:
+            await _unauthorized("Incorrect API key provided.")(scope, receive, send)
+            return
+        record = current_request()
+        if record is not None:
+            record.api_key_number = number
+        await self.app(scope, receive, send)
+
+
+def document_bearer_auth(app: FastAPI) -> None:
+    """Declare the bearer key in the OpenAPI schema, so /docs offers 'Authorize' and sends it."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = default_openapi()
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})[BEARER_SCHEME] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "One of the keys set in LABS_API_KEY or LABS_API_KEY_FILE",
+        }
+        for path, operations in schema.get("paths", {}).items():
+            if is_protected(path):
+                for operation in operations.values():
+                    if isinstance(operation, dict):
+                        operation["security"] = [{BEARER_SCHEME: []}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
