@@ -112,3 +112,30 @@ def test_legacy_completions_plain_and_streaming(openai_client, chat_model_id):
         model=chat_model_id, prompt="The capital of France is", max_tokens=8, temperature=0,
         stream=True) if c.choices)
     assert streamed == plain.choices[0].text
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "additionalProperties": False, "required": ["city"],
+                   "properties": {"city": {"type": "string"}}}}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_required_tool_call_always_parses_and_validates(openai_client, chat_model_id, stream):
+    request = dict(model=chat_model_id, max_tokens=60, temperature=0, tools=[WEATHER_TOOL],
+                   tool_choice="required",
+                   messages=[{"role": "user", "content": "What is the weather in Paris?"}])
+    if stream:
+        chunks = [c for c in openai_client.chat.completions.create(**request, stream=True)
+                  if c.choices]
+        calls = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+        name, arguments = calls[0].function.name, calls[0].function.arguments
+        finish = chunks[-1].choices[0].finish_reason
+    else:
+        choice = openai_client.chat.completions.create(**request).choices[0]
+        assert choice.message.content is None
+        name = choice.message.tool_calls[0].function.name
+        arguments = choice.message.tool_calls[0].function.arguments
+        finish = choice.finish_reason
+    assert finish == "tool_calls" and name == "get_weather"
+    jsonschema.validate(json.loads(arguments), WEATHER_TOOL["function"]["parameters"])

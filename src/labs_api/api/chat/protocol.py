@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
+from labs_api.api.chat.tools import ToolSpec, call_constraint, with_tools
 from labs_api.engines.chat.base import ChatMessage, OutputConstraint, SamplingParams
 from labs_api.settings import Settings
 
@@ -19,6 +28,21 @@ class TextContentPart(BaseModel):
     text: str
 
 
+class FunctionCallIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    arguments: str
+
+
+class ToolCallIn(BaseModel):
+    """A call the assistant made earlier in the conversation."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class ChatMessageIn(BaseModel):
     """One message of the conversation, as OpenAI clients send it."""
 
@@ -28,6 +52,8 @@ class ChatMessageIn(BaseModel):
     content: str | list[TextContentPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    refusal: str | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -37,9 +63,51 @@ class ChatMessageIn(BaseModel):
         return "".join(part.text for part in self.content)
 
     def to_engine(self) -> ChatMessage:
-        # "developer" is OpenAI's newer name for "system"; chat templates know "system".
-        role = "system" if self.role == "developer" else self.role
-        return ChatMessage(role=role, content=self.text())
+        """As the model sees it: "developer" is "system"; an assistant's tool calls are the
+        JSON it was asked to write; a tool result is a user turn that says what it is."""
+        if self.role == "developer":
+            return ChatMessage("system", self.text())
+        if self.role == "tool":
+            return ChatMessage("user", f"Result of tool call {self.tool_call_id or ''}: "
+                                       f"{self.text()}")
+        if self.role == "assistant" and self.tool_calls:
+            calls = [json.dumps({"name": c.function.name,
+                                 "arguments": _arguments(c.function.arguments)})
+                     for c in self.tool_calls]
+            return ChatMessage("assistant", "\n".join([self.text(), *calls]).strip())
+        return ChatMessage(role=self.role, content=self.text())
+
+
+def _arguments(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class FunctionDef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(BaseModel):
@@ -139,6 +207,11 @@ class ChatCompletionRequest(BaseModel):
         None, description="Token id -> bias added to its logit (-100..100)")
     response_format: ResponseFormat | None = Field(
         None, description="text, json_object, or json_schema (constrained decoding)")
+    tools: list[ToolDef] | None = Field(None, max_length=128, description="Functions to call")
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="none, auto (default with tools), required, or a named function")
+    parallel_tool_calls: bool | None = Field(
+        None, description="Accepted; at most one call is made per choice")
 
     @field_validator("stop")
     @classmethod
@@ -157,7 +230,35 @@ class ChatCompletionRequest(BaseModel):
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")
         parse_logit_bias(self.logit_bias)
+        self._check_tools()
         return self
+
+    def _check_tools(self) -> None:
+        names = [t.function.name for t in self.tools or []]
+        if len(set(names)) != len(names):
+            raise ValueError("tools must have distinct function names")
+        choice = self.tool_choice
+        if choice not in (None, "none") and not names:
+            raise ValueError("tool_choice needs tools")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise ValueError(f"tool_choice names '{choice.function.name}', which is not "
+                             "among the tools")
+        if self.tool_mode() == "forced" and output_constraint(self.response_format):
+            raise ValueError("a forced tool call and a JSON response_format cannot be combined")
+
+    def tool_specs(self) -> list[ToolSpec]:
+        """The tools the model may call under ``tool_choice`` (only the named one if named)."""
+        specs = [ToolSpec(t.function.name, t.function.description,
+                          t.function.parameters or {"type": "object", "properties": {}})
+                 for t in self.tools or []]
+        if isinstance(self.tool_choice, NamedToolChoice):
+            specs = [s for s in specs if s.name == self.tool_choice.function.name]
+        return specs
+
+    def tool_mode(self) -> Literal["none", "auto", "forced"]:
+        if not self.tools or self.tool_choice == "none":
+            return "none"
+        return "auto" if self.tool_choice in (None, "auto") else "forced"
 
     def stop_sequences(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -178,11 +279,15 @@ class ChatCompletionRequest(BaseModel):
             seed=self.seed,
             logit_bias=parse_logit_bias(self.logit_bias),
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
-            constraint=output_constraint(self.response_format),
+            constraint=(call_constraint(self.tool_specs()) if self.tool_mode() == "forced"
+                        else output_constraint(self.response_format)),
         )
 
     def engine_messages(self) -> list[ChatMessage]:
-        return [m.to_engine() for m in self.messages]
+        messages = [m.to_engine() for m in self.messages]
+        if self.tool_mode() != "none":
+            messages = with_tools(messages, self.tool_specs())
+        return messages
 
 
 class Usage(BaseModel):
@@ -191,17 +296,36 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_tool_calls(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("tool_calls") is None:
+            data.pop("tool_calls", None)
+        return data
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     logprobs: dict[str, Any] | None = None
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
 
 
 class ChatCompletionResponse(BaseModel):

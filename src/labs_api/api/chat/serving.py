@@ -12,9 +12,13 @@ from labs_api.api.chat.protocol import (
     ChatChoice,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    FunctionCallOut,
+    ToolCallOut,
     Usage,
 )
+from labs_api.api.chat.tools import ToolSpec, looks_like_call, parse_call
 from labs_api.api.choices import (
+    Choice,
     OpenedChoices,
     collect,
     interleave,
@@ -45,32 +49,39 @@ class ChatService:
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
         opened = await self.open(request)
         choices = await collect(opened)
+        tools = request.tool_specs() if request.tool_mode() != "none" else []
         return ChatCompletionResponse(
             id=new_completion_id(),
             created=int(time.time()),
             model=opened.engine.model_id,
-            choices=[
-                ChatChoice(
-                    index=c.index,
-                    message=AssistantMessage(content=c.text),
-                    finish_reason=c.finish_reason,  # type: ignore[arg-type]
-                    logprobs=None if c.logprobs is None else {
-                        "content": logprobs_content(c.logprobs), "refusal": None},
-                )
-                for c in choices
-            ],
+            choices=[self._choice(c, tools) for c in choices],
             usage=Usage(**usage_counts(choices[0].prompt_tokens,
                                        [c.completion_tokens for c in choices])),
         )
+
+    @staticmethod
+    def _choice(choice: Choice, tools: list[ToolSpec]) -> ChatChoice:
+        logprobs = None if choice.logprobs is None else {
+            "content": logprobs_content(choice.logprobs), "refusal": None}
+        call = parse_call(choice.text, tools) if tools else None
+        if call is not None:
+            message = AssistantMessage(content=None, tool_calls=[ToolCallOut(
+                id=call.id, function=FunctionCallOut(name=call.name, arguments=call.arguments))])
+            return ChatChoice(index=choice.index, message=message, finish_reason="tool_calls",
+                              logprobs=logprobs)
+        return ChatChoice(index=choice.index, message=AssistantMessage(content=choice.text),
+                          finish_reason=choice.finish_reason,  # type: ignore[arg-type]
+                          logprobs=logprobs)
 
     async def stream_events(
         self, request: ChatCompletionRequest, opened: OpenedChoices
     ) -> AsyncIterator[dict[str, Any]]:
         """The chunk objects of a streamed completion: for each choice a role chunk, content
-        pieces and a finish chunk; then, if asked, one usage chunk."""
+        pieces (or a tool call) and a finish chunk; then, if asked, one usage chunk."""
         completion_id = new_completion_id()
         created = int(time.time())
         model = opened.engine.model_id
+        tools = request.tool_specs() if request.tool_mode() != "none" else []
 
         def chunk(index: int, delta: dict[str, Any], finish: str | None = None,
                   logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -87,16 +98,32 @@ class ChatService:
             yield chunk(index, {"role": "assistant"})
         prompt_tokens = 0
         completion_tokens: dict[int, int] = {}
+        # With tools, an answer that may be a call is held back until it is known.
+        held: dict[int, str] = {i: "" for i in range(len(opened.streams))} if tools else {}
         async for index, piece in interleave(opened):
             logprobs = None if piece.logprobs is None else {
                 "content": logprobs_content(piece.logprobs), "refusal": None}
-            if piece.text or (logprobs and logprobs["content"]):
-                yield chunk(index, {"content": piece.text} if piece.text else {},
-                            logprobs=logprobs)
-            if piece.finish_reason is not None:
-                prompt_tokens = piece.prompt_tokens
-                completion_tokens[index] = piece.completion_tokens
-                yield chunk(index, {}, piece.finish_reason)
+            text = piece.text
+            if index in held:
+                held[index] += text
+                text = ""
+                if not looks_like_call(held[index]):
+                    text = held.pop(index)
+            if text or (logprobs and logprobs["content"]):
+                yield chunk(index, {"content": text} if text else {}, logprobs=logprobs)
+            if piece.finish_reason is None:
+                continue
+            prompt_tokens = piece.prompt_tokens
+            completion_tokens[index] = piece.completion_tokens
+            finish: str = piece.finish_reason
+            if index in held:
+                call = parse_call(held[index], tools)
+                if call is None:
+                    yield chunk(index, {"content": held[index]})
+                else:
+                    finish = "tool_calls"
+                    yield chunk(index, {"tool_calls": [call.as_openai(index=0)]})
+            yield chunk(index, {}, finish)
         if request.stream_options and request.stream_options.include_usage:
             final = chunk(0, {})
             final["choices"] = []

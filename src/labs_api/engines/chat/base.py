@@ -24,6 +24,7 @@ class OutputConstraint:
 
     kind: Literal["json_object", "json_schema"]
     schema: dict[str, Any] | None = None
+    param: str = "response_format"  # the request field that asked for it (for errors)
 
 
 @dataclass(frozen=True)

@@ -91,5 +91,5 @@ def grammar_for(constraint: OutputConstraint | None) -> str | None:
     try:
         return llama_grammar.json_schema_to_gbnf(json.dumps(constraint.schema or {}))
     except Exception as exc:  # the converter raises plain exceptions for what it cannot do
-        raise BadRequestError(f"Unsupported JSON schema in response_format: {exc}",
-                              param="response_format") from None
+        raise BadRequestError(f"Unsupported JSON schema in {constraint.param}: {exc}",
+                              param=constraint.param) from None

@@ -137,9 +137,9 @@ class TransformersChatEngine(ChatEngine):
     def check_supported(self, params: SamplingParams) -> None:
         if params.constraint is not None:
             raise UnsupportedParameterError(
-                "response_format json_object/json_schema needs constrained decoding, which this "
-                "server runs on GGUF models (llama.cpp engine) only.",
-                param="response_format",
+                f"{params.constraint.param} needs constrained decoding (JSON output), which "
+                "this server runs on GGUF models (llama.cpp engine) only.",
+                param=params.constraint.param,
             )
 
     def stream_tokens(
