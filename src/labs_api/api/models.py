@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from labs_api.errors import ModelNotFoundError
 from labs_api.models import ModelRegistry
 
-router = APIRouter(tags=["models"])
+router = APIRouter()
 
 
 class ModelCard(BaseModel):
@@ -30,13 +30,15 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
 
 
-@router.get("/v1/models", response_model=ModelList, summary="List served models")
+@router.get("/v1/models", response_model=ModelList, tags=["models"],
+            summary="List served models")
 async def list_models(request: Request) -> ModelList:
     registry: ModelRegistry = request.app.state.registry
     return ModelList(data=[ModelCard(id=s.model_id, created=s.created) for s in registry.slots])
 
 
-@router.get("/v1/models/{model_id:path}", response_model=ModelCard, summary="One served model")
+@router.get("/v1/models/{model_id:path}", response_model=ModelCard, tags=["models"],
+            summary="One served model")
 async def retrieve_model(model_id: str, request: Request) -> ModelCard:
     registry: ModelRegistry = request.app.state.registry
     slot = registry.find(model_id)
