@@ -16,7 +16,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--host", help="address to bind (LABS_HOST)")
     parser.add_argument("--port", type=int, help="TCP port (LABS_PORT)")
-    return parser.parse_args(argv)
+    commands = parser.add_subparsers(dest="command", metavar="serve")
+    serve = commands.add_parser(
+        "serve", help="serve (what plain labs-api does); with --ray, on a Ray cluster",
+        description="Serve the AI Labs API; with --ray, on a Ray cluster through Ray Serve "
+        "(needs the 'ray' extra; see the README's 'Scaling out').",
+    )
+    serve.add_argument("--host", default=argparse.SUPPRESS, help="address to bind (LABS_HOST)")
+    serve.add_argument("--port", type=int, default=argparse.SUPPRESS, help="port (LABS_PORT)")
+    serve.add_argument("--ray", action="store_true",
+                       help="deploy on a Ray cluster: one deployment per model, replicas and "
+                       "resources from LABS_RAY_*")
+    serve.add_argument("--address", help="the Ray cluster (e.g. 10.0.0.5:6379); default "
+                       "$RAY_ADDRESS, else one started here by 'ray start', else a new local one")
+    serve.add_argument("--detach", action="store_true",
+                       help="with --ray: deploy on a running cluster, leave it serving, and exit")
+    args = parser.parse_args(argv)
+    if args.command == "serve" and not args.ray and (args.address or args.detach):
+        parser.error("--address and --detach need --ray")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,6 +48,13 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if getattr(args, "ray", False):
+        from labs_api.ray_serve.launcher import serve_on_ray
+
+        # Detached, the app must outlive this process: only on a cluster that already runs.
+        address = args.address or ("auto" if args.detach else None)
+        serve_on_ray(settings, address=address, detach=args.detach)
+        return
     import uvicorn
 
     from labs_api.app import create_app

@@ -145,6 +145,65 @@ class Settings(BaseSettings):
         return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
     # --- end of operations and security block ---
 
+    # --- Ray Serve (`labs-api serve --ray`; see README "Scaling out") ---
+    ray_proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
+        "EveryNode", description="Where Ray Serve runs its HTTP proxy on LABS_HOST:LABS_PORT: "
+        "every node that has a replica, or the head node only"
+    )
+    ray_ingress_replicas: int = Field(
+        1, ge=1, le=256, description="Replicas of the ingress (HTTP, validation, SSE; no model)"
+    )
+    ray_ingress_num_cpus: float = Field(0.25, ge=0, description="CPUs Ray reserves per ingress")
+    ray_ingress_max_ongoing_requests: int = Field(
+        1000, ge=1, description="Requests one ingress replica handles at once"
+    )
+    ray_chat_replicas: int = Field(
+        1, ge=1, le=256, description="Chat replicas (the minimum when autoscaling)"
+    )
+    ray_chat_max_replicas: int = Field(
+        0, ge=0, le=256, description="Autoscale chat up to this many replicas (0: fixed count)"
+    )
+    ray_chat_target_ongoing_requests: float | None = Field(
+        None, gt=0, description="Autoscaling target per chat replica (unset: LABS_PARALLEL)"
+    )
+    ray_chat_max_ongoing_requests: int | None = Field(
+        None, ge=1, description="Requests one chat replica takes at once (unset: "
+        "LABS_PARALLEL + LABS_MAX_QUEUE, so the engine's own queue and its 503s apply)"
+    )
+    ray_chat_num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves per chat replica")
+    ray_chat_num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves per chat replica")
+    ray_embedding_replicas: int = Field(
+        1, ge=1, le=256, description="Embedding replicas (the minimum when autoscaling)"
+    )
+    ray_embedding_max_replicas: int = Field(
+        0, ge=0, le=256, description="Autoscale embeddings up to this many replicas (0: fixed)"
+    )
+    ray_embedding_target_ongoing_requests: float | None = Field(
+        None, gt=0, description="Autoscaling target per embedding replica (unset: 16)"
+    )
+    ray_embedding_max_ongoing_requests: int | None = Field(
+        None, ge=1, description="Requests one embedding replica takes at once (unset: 256)"
+    )
+    ray_embedding_num_cpus: float = Field(0.5, ge=0, description="CPUs per embedding replica")
+    ray_embedding_num_gpus: float = Field(0.0, ge=0, description="GPUs per embedding replica")
+    ray_speech_replicas: int = Field(
+        1, ge=1, le=256, description="Speech replicas (the minimum when autoscaling)"
+    )
+    ray_speech_max_replicas: int = Field(
+        0, ge=0, le=256, description="Autoscale speech up to this many replicas (0: fixed)"
+    )
+    ray_speech_target_ongoing_requests: float | None = Field(
+        None, gt=0, description="Autoscaling target per speech replica (unset: 2)"
+    )
+    ray_speech_max_ongoing_requests: int | None = Field(
+        None, ge=1, description="Requests one speech replica takes at once (unset: 16)"
+    )
+    ray_speech_num_cpus: float = Field(0.25, ge=0, description="CPUs per speech replica")
+    ray_speech_num_gpus: float = Field(0.0, ge=0, description="GPUs per speech replica")
+    # (a max_replicas below its replica count is refused by labs_api.ray_serve at launch)
+
+    # --- end of Ray Serve block ---
+
 
 def env_name(field: str) -> str:
     """The environment variable that sets ``field``."""
