@@ -269,7 +269,7 @@ def main() -> None:
     print(f"\n(b)/(c) = {ratio_bc:.2f} (median of per-round ratios {per_round:.2f}); "
           f"(a)/(c) = {ratio_ac:.2f}")
 
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     result = {
         "benchmark": "embeddings_throughput",
         "when": stamp,
@@ -287,9 +287,8 @@ def main() -> None:
         "ratio_b_over_c_per_round_median": per_round,
         "ratio_a_over_c": ratio_ac,
     }
-    out = RESULTS / f"embeddings_throughput-{stamp}.json"
+    out = RESULTS / "embeddings_throughput.json"
     out.write_text(json.dumps(result, indent=2))
-    (RESULTS / "embeddings_throughput.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
 
 
