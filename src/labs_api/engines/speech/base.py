@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
+from labs_api.compute import CPU_WORK
 from labs_api.engines.speech.sentences import split_sentences
 
 
@@ -55,7 +56,7 @@ class SpeechEngine(ABC):
         def submit(index: int) -> Future[np.ndarray] | None:
             if index >= len(sentences):
                 return None
-            return self._executor.submit(self.synthesize, sentences[index], voice)
+            return self._executor.submit(self._synthesize_marked, sentences[index], voice)
 
         pending = submit(0)
         index = 0
@@ -69,6 +70,11 @@ class SpeechEngine(ABC):
         finally:
             if pending is not None:
                 pending.cancel()
+
+    def _synthesize_marked(self, sentence: str, voice: str) -> np.ndarray:
+        # While a sentence is synthesised, the chat scheduler leaves this work a core.
+        with CPU_WORK.running():
+            return self.synthesize(sentence, voice)
 
     async def synthesize_all(self, text: str, voice: str) -> np.ndarray:
         """Every sentence of ``text``, joined."""
