@@ -205,3 +205,24 @@ def test_a_request_that_waits_past_the_queue_timeout_gets_503():
     finally:
         engine.close()
     assert error.code == "queue_timeout" and "0.3 s" in error.message
+
+
+def test_chat_gives_up_a_core_while_other_engines_compute(engine):
+    from labs_api.compute import CPU_WORK
+
+    full = engine.scheduler.full_threads
+    if full < 2:
+        pytest.skip("needs at least 2 cores")
+
+    async def threads_during(busy: bool) -> int:
+        stream = engine.stream(ask("Tell me a story."),
+                               SamplingParams(max_tokens=6, temperature=0, top_p=1))
+        if busy:
+            with CPU_WORK.running():
+                [chunk async for chunk in stream]
+                return engine.model.threads
+        [chunk async for chunk in stream]
+        return engine.model.threads
+
+    assert asyncio.run(threads_during(busy=True)) == full - 1
+    assert asyncio.run(threads_during(busy=False)) == full
