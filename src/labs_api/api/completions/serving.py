@@ -16,6 +16,7 @@ from labs_api.api.completions.protocol import (
     CompletionUsage,
 )
 from labs_api.engines.chat.base import ChatEngine, TokenLogprob
+from labs_api.errors import BadRequestError
 from labs_api.models import ModelRegistry
 from labs_api.settings import Settings
 
@@ -31,6 +32,7 @@ class CompletionService:
         engine: ChatEngine = await self.registry.engine("chat", request.model)
         params = request.to_sampling_params(self.settings)
         check_logit_bias(engine, params)
+        check_token_ids(engine, request.prompts())
         opened = OpenedChoices(engine)
         texts, prompt_tokens = [], 0
         try:
@@ -85,6 +87,19 @@ class CompletionService:
                    "model": model, "choices": [],
                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                              "total_tokens": prompt_tokens + completion}}
+
+
+def check_token_ids(engine: ChatEngine, prompts: list[str | list[int]]) -> None:
+    """Token-id prompts must name tokens of the model's vocabulary (llama.cpp fails on others)."""
+    vocab = getattr(engine, "vocab_size", None)
+    for prompt in prompts:
+        if isinstance(prompt, str):
+            continue
+        wrong = [t for t in prompt if t < 0 or (vocab is not None and t >= vocab)]
+        if wrong:
+            known = f" (0..{vocab - 1})" if vocab is not None else ""
+            raise BadRequestError(f"prompt holds token ids that are not in this model's "
+                                  f"vocabulary{known}: {wrong[:5]}", param="prompt")
 
 
 def legacy_logprobs(entries: list[TokenLogprob]) -> dict[str, Any]:
