@@ -1,0 +1,179 @@
+"""Schemathesis fuzzing of our /openapi.json: no generated request may get a 5xx or hang.
+
+Two runs over every operation of the schema:
+
+- **fake engines, in-process** (ASGI, no sockets): many examples per operation, since a request
+  costs a millisecond or so. Checks the whole HTTP layer: validation, error handlers, the
+  streaming and audio paths, the operations middleware.
+- **the real server** (a subprocess on the bundled models): fewer examples, so that generated
+  requests that pass validation really run llama.cpp, MiniLM and Piper. Bodies are trimmed where
+  a valid value would only cost time (``max_tokens``, ``n``, the length of text to speak), so the
+  run stays within a few minutes on 2 cores; invalid values are left as generated.
+
+Each run has examples (from the schema), schemathesis' coverage phase (boundary values, wrong
+types, missing fields, other methods) and hypothesis' generated examples, positive and negative,
+without shrinking. Generation is derandomized so that CI runs the same requests each time;
+``LABS_FUZZ_EXAMPLES`` / ``LABS_FUZZ_REAL_EXAMPLES`` raise the counts and ``LABS_FUZZ_RANDOM=1``
+draws new requests on every run, for a longer local search.
+A request that takes longer than its timeout fails the test as a hang.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+
+from labs_api.app import create_app
+from labs_api.engines.embedding.batcher import EmbeddingBatcher
+from labs_api.models import ModelRegistry, ModelSlot
+from labs_api.settings import Settings
+from tests.e2e.server import running_server
+from tests.fakes import FakeChatEngine
+from tests.unit.test_embeddings_batcher import FakeEmbeddingEngine
+from tests.unit.test_speech_http import FakeSpeechEngine
+
+pytestmark = pytest.mark.slow
+
+# The fake engines carry the ids of the bundled models, so one hook serves both runs and the
+# schema's own examples (which name the bundled models) reach an engine.
+CHAT = "SmolLM2-135M-Instruct"
+EMBEDDING = "sentence-transformers/all-MiniLM-L6-v2"
+SPEECH = "en_US-joe-medium"
+SERVED_MODEL = {
+    "/v1/chat/completions": CHAT, "/v1/completions": CHAT,
+    "/v1/embeddings": EMBEDDING, "/v1/similarities": EMBEDDING,
+    "/v1/audio/speech": SPEECH, "/v1/tts": SPEECH,
+}
+
+FAKE_EXAMPLES = int(os.environ.get("LABS_FUZZ_EXAMPLES", "50"))
+REAL_EXAMPLES = int(os.environ.get("LABS_FUZZ_REAL_EXAMPLES", "15"))
+FAKE_TIMEOUT_S = 10
+REAL_TIMEOUT_S = 60
+
+FUZZ_SETTINGS: dict[str, Any] = dict(
+    deadline=None, derandomize=os.environ.get("LABS_FUZZ_RANDOM") != "1", database=None,
+    phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+
+
+class KeptRegistry(ModelRegistry):
+    """Schemathesis ends the app's lifespan after each operation, and the lifespan closes the
+    registry: this one stays open until the module is done."""
+
+    def close(self) -> None:
+        pass
+
+    def close_for_real(self) -> None:
+        super().close()
+
+
+def fake_registry() -> KeptRegistry:
+    batcher = EmbeddingBatcher(FakeEmbeddingEngine(EMBEDDING), batch_size=8, max_wait=0.0,
+                               max_queue=64, warm_up=False)
+    return KeptRegistry([
+        ModelSlot(model_id=CHAT, kind="chat", load=lambda: None, state="ready",
+                  engine=FakeChatEngine(CHAT, context_length=2048)),
+        ModelSlot(model_id=EMBEDDING, kind="embedding", load=lambda: None, state="ready",
+                  engine=batcher),
+        ModelSlot(model_id=SPEECH, kind="speech", load=lambda: None, state="ready",
+                  engine=FakeSpeechEngine(SPEECH)),
+    ])
+
+
+# Schemas are loaded at import: schemathesis' fixture-based (lazy) schemas do not work with
+# pytest 9 (they set a private attribute of the test item that pytest 9 no longer has).
+REGISTRY = fake_registry()
+FAKE_APP = create_app(Settings(preload_on_start=False), REGISTRY)
+fake = schemathesis.openapi.from_asgi("/openapi.json", FAKE_APP)
+# The real server serves the same routes; its requests go to the base URL given at call time.
+real = schemathesis.openapi.from_dict(FAKE_APP.openapi())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def close_registry():
+    yield
+    REGISTRY.close_for_real()
+
+
+def with_served_model(context, body: Any) -> st.SearchStrategy:
+    """Three times in four, name the model the operation serves (instead of a random string,
+    which only ever gets a 404) so that the rest of the body reaches the engine."""
+    path = context.operation.path if context.operation else None
+    if path in SERVED_MODEL and isinstance(body, dict) and isinstance(body.get("model"), str):
+        served = {**body, "model": SERVED_MODEL[path]}
+        return st.sampled_from([served, served, served, body])
+    return st.just(body)
+
+
+fake.hook("flatmap_body")(with_served_model)
+real.hook("flatmap_body")(with_served_model)
+
+
+MAX_REAL_TOKENS = 8
+MAX_REAL_CHOICES = 2
+MAX_REAL_PROMPTS = 2
+MAX_REAL_SPEECH_CHARS = 120
+
+
+def cheap(body: Any, path: str) -> Any:
+    """A body that asks the real models for less work; values the server must reject stay."""
+    if not isinstance(body, dict):
+        return body
+    body = dict(body)
+    for field in ("max_tokens", "max_completion_tokens"):
+        value = body.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_REAL_TOKENS:
+            body[field] = MAX_REAL_TOKENS
+    if path in ("/v1/chat/completions", "/v1/completions"):
+        body.setdefault("max_tokens", MAX_REAL_TOKENS)
+    for field, most in (("n", MAX_REAL_CHOICES), ("best_of", MAX_REAL_CHOICES)):
+        value = body.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value > most:
+            body[field] = most
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+        body["prompt"] = prompt[:MAX_REAL_PROMPTS]
+    for field in ("input", "text"):
+        value = body.get(field)
+        if path in ("/v1/audio/speech", "/v1/tts") and isinstance(value, str) \
+                and len(value) <= 4096 and value[:MAX_REAL_SPEECH_CHARS].strip():
+            body[field] = value[:MAX_REAL_SPEECH_CHARS]
+    return body
+
+
+@pytest.fixture(scope="module")
+def real_server(tmp_path_factory):
+    log = tmp_path_factory.mktemp("fuzz") / "server.log"
+    env = {"LABS_MAX_NEW_TOKENS": str(MAX_REAL_TOKENS), "LABS_LOG_LEVEL": "warning"}
+    with running_server(env, log_path=log) as url:
+        yield url
+
+
+@fake.parametrize()
+@settings(max_examples=FAKE_EXAMPLES, **FUZZ_SETTINGS)
+def test_fake_engines_never_fail(case):
+    case.call_and_validate(checks=[not_a_server_error], timeout=FAKE_TIMEOUT_S)
+
+
+@real.parametrize()
+@settings(max_examples=REAL_EXAMPLES, **FUZZ_SETTINGS)
+def test_real_server_never_fails(case, real_server):
+    case.body = cheap(case.body, case.operation.path)
+    case.call_and_validate(base_url=real_server, checks=[not_a_server_error],
+                           timeout=REAL_TIMEOUT_S)
+
+
+@pytest.mark.parametrize("prompt", [[1557, -3], [1557, 10**9], [[1, 2], [3, -5012438212305]]])
+def test_token_ids_outside_the_vocabulary_are_400(real_server, prompt):
+    """Found by this fuzzing: llama.cpp failed to decode such a prompt (500)."""
+    import httpx
+
+    response = httpx.post(f"{real_server}/v1/completions", timeout=REAL_TIMEOUT_S,
+                          json={"model": CHAT, "prompt": prompt, "max_tokens": 2})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "prompt"
