@@ -14,11 +14,13 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -152,6 +154,67 @@ def test_without_the_extra_the_message_names_it():
     assert "pip install 'labs-api[ray]'" in result.stderr, result.stderr
 
 
+def test_engine_errors_cross_the_ray_boundary_unchanged():
+    """What a replica raises is rebuilt in the ingress: class, message and attributes, even
+    for exceptions that plain pickling cannot rebuild (extra ``__init__`` arguments)."""
+    import pickle
+
+    from labs_api.engines.embedding.base import InputTooLongError
+    from labs_api.engines.embedding.batcher import BatcherOverloadedError
+    from labs_api.errors import ContextLengthError, ServiceUnavailableError
+    from labs_api.ray_serve.errors import ErrorReport, ReplicaError
+
+    originals = [InputTooLongError(3, 600, 256), BatcherOverloadedError("full", retry_after=7),
+                 ContextLengthError("too long", param="messages"),
+                 ServiceUnavailableError("busy", retry_after=4, code="queue_timeout")]
+    with pytest.raises(TypeError):
+        pickle.loads(pickle.dumps(originals[0]))  # why errors travel as reports
+    for original in originals:
+        sent = pickle.loads(pickle.dumps(ReplicaError(ErrorReport.of(original))))
+        rebuilt = sent.report.rebuild()
+        assert type(rebuilt) is type(original)
+        assert str(rebuilt) == str(original)
+        assert vars(rebuilt) == vars(original)
+    unknown = ErrorReport("torch.fake", "OutOfMemoryError", ("no memory",), "no memory")
+    assert type(unknown.rebuild()).__name__ == "OutOfMemoryError"
+
+
+def test_ray_failures_become_503():
+    import ray.exceptions
+    import ray.serve.exceptions
+
+    from labs_api.errors import EngineError, ServiceUnavailableError
+    from labs_api.ray_serve.errors import from_ray
+
+    died = from_ray(ray.exceptions.ActorDiedError(), "chat")
+    assert isinstance(died, ServiceUnavailableError) and died.code == "replica_unavailable"
+    assert died.headers["Retry-After"]
+    full = from_ray(ray.serve.exceptions.BackPressureError(num_queued_requests=9,
+                                                          max_queued_requests=8), "chat")
+    assert isinstance(full, ServiceUnavailableError) and full.code == "server_overloaded"
+    crashed = from_ray(ray.exceptions.RayTaskError("f", "tb", ValueError("bad")), "speech")
+    assert isinstance(crashed, EngineError) and "ValueError: bad" in crashed.message
+
+
+def test_settings_become_deployment_options():
+    from labs_api.ray_serve.launcher import build_application
+    from labs_api.ray_serve.options import check, model_options
+    from labs_api.settings import Settings
+
+    settings = Settings(ray_chat_max_replicas=4, ray_chat_num_gpus=0.5, parallel=6,
+                        max_queue=10, ray_embedding_replicas=3)
+    chat = model_options(settings, "chat")
+    assert chat["autoscaling_config"] == {"min_replicas": 1, "initial_replicas": 1,
+                                          "max_replicas": 4, "target_ongoing_requests": 6.0}
+    assert "num_replicas" not in chat
+    assert chat["max_ongoing_requests"] == 16
+    assert chat["ray_actor_options"]["num_gpus"] == 0.5
+    assert model_options(settings, "embedding")["num_replicas"] == 3
+    build_application(settings)  # Ray Serve accepts every option
+    with pytest.raises(SystemExit, match="LABS_RAY_SPEECH_MAX_REPLICAS=2"):
+        check(Settings(ray_speech_replicas=3, ray_speech_max_replicas=2))
+
+
 def test_models_and_readiness(base_url):
     models = httpx.get(f"{base_url}/v1/models", timeout=30).json()["data"]
     assert [m["id"] for m in models][:2] == [CHAT, EMBEDDING]
@@ -267,6 +330,33 @@ def test_replicas_spread_over_both_nodes(base_url, serve_handles):
     assert len({info["node_id"] for info in everything}) == 2
 
 
+def test_models_are_loaded_in_their_replicas_not_in_the_ingress(base_url, serve_handles):
+    """The process of each replica maps its model's libraries; the ingress's maps none."""
+    libraries = {"Chat": "libllama", "Embedding": "libtorch_cpu", "Ingress": None}
+    for deployment, library in libraries.items():
+        pids = _processes_titled(f"ray::ServeReplica:{APP}:{deployment}")
+        assert pids, deployment
+        for pid in pids:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            if library is None:
+                assert "libllama" not in maps and "libtorch_cpu" not in maps
+            else:
+                assert library in maps, deployment
+
+
+def _processes_titled(title: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f.read().split(b"\0")[0].decode(errors="replace").startswith(title):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
 def test_a_disconnect_stops_the_generation_in_the_replica(base_url, serve_handles):
     chat = serve_handles("Chat")
     body = {**LONG, "stream": True}
@@ -276,6 +366,20 @@ def test_a_disconnect_stops_the_generation_in_the_replica(base_url, serve_handle
             next(events)
         assert chat.describe.remote().result(timeout_s=30)["active"] == 1
     # 600 tokens take seconds; the replica's stream closes as soon as the client left.
+    wait_for(lambda: chat.describe.remote().result(timeout_s=30)["active"] == 0, 10,
+             "the chat replica stops generating")
+
+
+def test_a_disconnect_stops_a_non_streaming_request_too(base_url, serve_handles):
+    chat = serve_handles("Chat")
+    host, port = base_url.removeprefix("http://").split(":")
+    body = json.dumps(LONG).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        wait_for(lambda: chat.describe.remote().result(timeout_s=30)["active"] == 1, 30,
+                 "the request is being generated")
     wait_for(lambda: chat.describe.remote().result(timeout_s=30)["active"] == 0, 10,
              "the chat replica stops generating")
 
