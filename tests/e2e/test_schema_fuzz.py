@@ -51,8 +51,8 @@ SERVED_MODEL = {
     "/v1/audio/speech": SPEECH, "/v1/tts": SPEECH,
 }
 
-FAKE_EXAMPLES = int(os.environ.get("LABS_FUZZ_EXAMPLES", "50"))
-REAL_EXAMPLES = int(os.environ.get("LABS_FUZZ_REAL_EXAMPLES", "15"))
+FAKE_EXAMPLES = int(os.environ.get("LABS_FUZZ_EXAMPLES", "200"))
+REAL_EXAMPLES = int(os.environ.get("LABS_FUZZ_REAL_EXAMPLES", "50"))
 FAKE_TIMEOUT_S = 10
 REAL_TIMEOUT_S = 60
 
@@ -110,8 +110,17 @@ def with_served_model(context, body: Any) -> st.SearchStrategy:
     return st.just(body)
 
 
-fake.hook("flatmap_body")(with_served_model)
-real.hook("flatmap_body")(with_served_model)
+def with_served_model_id(context, parameters: Any) -> st.SearchStrategy:
+    """``GET /v1/models/{model_id}``: a served id half of the time, else the random one."""
+    if isinstance(parameters, dict) and "model_id" in parameters:
+        return st.sampled_from([{**parameters, "model_id": served}
+                                for served in (CHAT, EMBEDDING, SPEECH)] + [parameters] * 3)
+    return st.just(parameters)
+
+
+for schema in (fake, real):
+    schema.hook("flatmap_body")(with_served_model)
+    schema.hook("flatmap_path_parameters")(with_served_model_id)
 
 
 MAX_REAL_TOKENS = 8
