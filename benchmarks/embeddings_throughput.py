@@ -157,10 +157,16 @@ async def concurrent_requests(connections: list[Connection], texts: list[str]) -
     return elapsed
 
 
+async def _httpx_post(client: httpx.AsyncClient, text: str) -> httpx.Response:
+    try:
+        return await client.post("/v1/embeddings", json={"input": text})
+    except (httpx.ReadError, httpx.RemoteProtocolError):  # a pooled connection closed when idle
+        return await client.post("/v1/embeddings", json={"input": text})
+
+
 async def concurrent_httpx(client: httpx.AsyncClient, texts: list[str]) -> float:
     started = time.perf_counter()
-    responses = await asyncio.gather(
-        *(client.post("/v1/embeddings", json={"input": text}) for text in texts))
+    responses = await asyncio.gather(*(_httpx_post(client, text) for text in texts))
     elapsed = time.perf_counter() - started
     for response in responses:
         _check(response.status_code, response.content, 1)
