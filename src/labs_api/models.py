@@ -112,7 +112,8 @@ class ModelRegistry:
                 return slot
         served = ", ".join(repr(s.model_id) for s in candidates) or "none"
         raise ModelNotFoundError(
-            f"The model '{model_id}' is not served as a {kind} model here. "
+            f"The model '{model_id}' is not served as {'an' if kind[0] in 'aeiou' else 'a'} "
+            f"{kind} model here. "
             f"Served {kind} models: {served}.",
             param="model",
         )
