@@ -183,9 +183,11 @@ def labs_on_ray(address: str, env: dict[str, str], log_path: Path,
             if process.poll() is not None:
                 raise RuntimeError(f"labs-api serve --ray exited with {process.returncode}: "
                                    f"{log_path.read_text()[-3000:]}")
+            # Deployed (every replica up: "serving on" is printed) and ready (models loaded).
+            deployed = "labs-api: serving on" in log_path.read_text(errors="replace")
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 response = httpx.get(f"{base_url}/ready", timeout=5)
-                if response.status_code == 200:
+                if response.status_code == 200 and deployed:
                     break
                 if response.json().get("status") == "failed":
                     raise RuntimeError(f"a model failed to load: {response.text}")

@@ -70,10 +70,11 @@ def serve_on_ray(settings: Settings, *, address: str | None = None,
     try:
         serve.start(proxy_location=settings.ray_proxy_location,
                     http_options={"host": settings.host, "port": settings.port})
+        host, port = _http_address(settings)
         log.info("deploying %s on Ray (%s)", APP_NAME, ray.get_runtime_context().gcs_address)
         started = time.perf_counter()
         serve.run(build_application(settings), name=APP_NAME, route_prefix="/")
-        print(f"labs-api: serving on http://{settings.host}:{settings.port} through Ray Serve "
+        print(f"labs-api: serving on http://{host}:{port} through Ray Serve "
               f"(application '{APP_NAME}', ready in {time.perf_counter() - started:.0f} s)",
               flush=True)
         if detach:
@@ -82,5 +83,24 @@ def serve_on_ray(settings: Settings, *, address: str | None = None,
             pass
         log.info("stopping: deleting the %s application", APP_NAME)
         serve.delete(APP_NAME)
+        if not serve.status().applications:
+            serve.shutdown()  # frees the HTTP port; other applications would keep Serve up
     finally:
         ray.shutdown()
+
+
+def _http_address(settings: Settings) -> tuple[str, int]:
+    """Where Serve's HTTP proxy listens. Serve's HTTP options are fixed while it runs on a
+    cluster: if it was already running, LABS_HOST/LABS_PORT cannot move it."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        config = _get_global_client().http_config
+        actual = (config.host, config.port)
+    except Exception:  # a private API: keep to the settings if it changed
+        return settings.host, settings.port
+    if actual != (settings.host, settings.port):
+        log.warning("Ray Serve already runs on this cluster with its HTTP proxy on %s:%s; "
+                    "LABS_HOST/LABS_PORT (%s:%s) apply after 'serve shutdown'", *actual,
+                    settings.host, settings.port)
+    return actual
