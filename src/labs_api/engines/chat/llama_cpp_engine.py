@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,28 @@ class LlamaCppChatEngine(ChatEngine):
         self.model.close()
 
 
+#: Largest count a JSON schema may ask for (minLength, maxLength, minItems, maxItems, a pattern's
+#: {m,n}). llama-cpp-python's converter writes a count out as that many nested rules: 10^9 takes
+#: gigabytes (the process is killed), 30,000 overflows llama.cpp's grammar parser (a crash).
+MAX_SCHEMA_COUNT = 1000
+MAX_GRAMMAR_CHARS = 1_000_000
+_COUNT_KEYS = ("minLength", "maxLength", "minItems", "maxItems")
+_QUANTIFIER = re.compile(r"\{\s*(\d*)\s*(?:,\s*(\d*)\s*)?\}")
+
+
+def largest_count(schema: object) -> int:
+    """The largest repetition count anywhere in ``schema``."""
+    if isinstance(schema, list):
+        return max([0, *(largest_count(item) for item in schema)])
+    if not isinstance(schema, dict):
+        return 0
+    counts = [v for k, v in schema.items() if k in _COUNT_KEYS and isinstance(v, int)]
+    pattern = schema.get("pattern")
+    if isinstance(pattern, str):
+        counts += [int(n) for bounds in _QUANTIFIER.findall(pattern) for n in bounds if n]
+    return max([0, *counts, *(largest_count(value) for value in schema.values())])
+
+
 def grammar_for(constraint: OutputConstraint | None) -> str | None:
     """The GBNF grammar that makes llama.cpp's output valid JSON (against a schema, if any)."""
     if constraint is None:
@@ -89,7 +112,15 @@ def grammar_for(constraint: OutputConstraint | None) -> str | None:
     if constraint.kind == "json_object":
         return llama_grammar.JSON_GBNF
     try:
-        return llama_grammar.json_schema_to_gbnf(json.dumps(constraint.schema or {}))
+        count = largest_count(constraint.schema)
+        if count > MAX_SCHEMA_COUNT:
+            raise ValueError(f"a repetition count of {count} (minLength, maxLength, minItems, "
+                             f"maxItems or a pattern's {{m,n}}); at most {MAX_SCHEMA_COUNT}")
+        grammar = llama_grammar.json_schema_to_gbnf(json.dumps(constraint.schema or {}))
+        if len(grammar) > MAX_GRAMMAR_CHARS:
+            raise ValueError(f"its grammar is {len(grammar)} characters; at most "
+                             f"{MAX_GRAMMAR_CHARS}")
+        return grammar
     except Exception as exc:  # the converter raises plain exceptions for what it cannot do
         raise BadRequestError(f"Unsupported JSON schema in {constraint.param}: {exc}",
                               param=constraint.param) from None
