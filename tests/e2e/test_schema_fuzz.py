@@ -186,3 +186,38 @@ def test_token_ids_outside_the_vocabulary_are_400(real_server, prompt):
                           json={"model": CHAT, "prompt": prompt, "max_tokens": 2})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "prompt"
+
+
+def json_schema_format(schema: dict) -> dict:
+    return {"response_format": {"type": "json_schema",
+                                "json_schema": {"name": "x", "schema": schema}}}
+
+
+def required_tool(parameters: dict) -> dict:
+    return {"tools": [{"type": "function", "function": {"name": "f", "parameters": parameters}}],
+            "tool_choice": "required"}
+
+
+# 30,000 is past the limit and safe to send even without it: llama.cpp's grammar parser crashed
+# the server on it (a count of 10^9 took all the machine's memory instead: never send that).
+HUGE = 30_000
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    (json_schema_format({"type": "string", "maxLength": HUGE}), "response_format"),
+    (json_schema_format({"type": "string", "pattern": f"^a{{0,{HUGE}}}$"}), "response_format"),
+    (json_schema_format({"type": "array", "items": {"type": "integer"}, "maxItems": HUGE}),
+     "response_format"),
+    (required_tool({"type": "object", "properties": {"a": {"type": "string", "minLength": HUGE}}}),
+     "tool_choice"),
+])
+def test_json_schemas_with_huge_repetition_counts_are_400(real_server, extra, param):
+    """Found while fuzzing by hand: a count in a schema became that many nested grammar rules."""
+    import httpx
+
+    response = httpx.post(f"{real_server}/v1/chat/completions", timeout=REAL_TIMEOUT_S, json={
+        "model": CHAT, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
+        **extra})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+    assert httpx.get(f"{real_server}/health").status_code == 200
