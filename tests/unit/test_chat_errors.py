@@ -47,6 +47,7 @@ def client() -> TestClient:
         ({"response_format": {"type": "xml"}}, "response_format"),
         ({"response_format": {"type": "json_schema"}}, "response_format"),
         ({"functions": [{"name": "f"}]}, "functions"),
+        ({"store": True}, "store"),
         ({"model": ""}, "model"),
     ],
 )

@@ -210,6 +210,7 @@ class ChatCompletionRequest(BaseModel):
     tools: list[ToolDef] | None = Field(None, max_length=128, description="Functions to call")
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
         None, description="none, auto (default with tools), required, or a named function")
+    store: Literal[False] | None = Field(None, description="Accepted as false: nothing is stored")
     parallel_tool_calls: bool | None = Field(
         None, description="Accepted; at most one call is made per choice")
 
