@@ -86,9 +86,13 @@ def test_concurrent_requests_share_one_padded_batch_and_keep_their_greedy_output
     async def scenario():
         alone = [await engine.generate([ChatMessage("user", p)], params) for p in prompts]
         engine.batcher.largest_batch = 0
-        together = await asyncio.gather(
+        # A running request makes the four wait, so they certainly start as one batch.
+        running = engine.stream(MESSAGES, SamplingParams(max_tokens=40, temperature=0, top_p=1))
+        await anext(running)
+        together = asyncio.gather(
             *(engine.generate([ChatMessage("user", p)], params) for p in prompts))
-        return alone, together
+        [chunk async for chunk in running]
+        return alone, await together
 
     alone, together = asyncio.run(scenario())
     assert engine.batcher.largest_batch == len(prompts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,8 @@ from labs_api.engines.chat.stop_text import StopSequenceFilter
 from labs_api.errors import EngineError, ServiceUnavailableError
 
 log = logging.getLogger("labs_api.transformers")
+
+GATHER_SECONDS = 0.02
 
 
 @dataclass
@@ -70,9 +73,14 @@ class PaddedBatchRunner:
             with self.queue.wakeup:
                 if self._stopping:
                     break
+                if not self.queue.waiting_count():
+                    self.queue.wakeup.wait(timeout=0.5)
+                    continue
+            # Requests sent together arrive a few milliseconds apart: let them join the batch.
+            time.sleep(GATHER_SECONDS)
+            with self.queue.wakeup:
                 batch = self.queue.take(self.max_batch)
                 if not batch:
-                    self.queue.wakeup.wait(timeout=0.5)
                     continue
                 self.running = len(batch)
             self.largest_batch = max(self.largest_batch, len(batch))
