@@ -27,11 +27,12 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def server_process(command: list[str], env: dict[str, str], ready_path: str,
-                   port: int, timeout_s: float = 300) -> Iterator[str]:
+                   port: int, timeout_s: float = 300,
+                   log_path: Path | None = None) -> Iterator[str]:
     """Start a server, wait until ``ready_path`` answers 200, yield its base URL, stop it."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **env}
-    process = subprocess.Popen(command, env=full_env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env}
+    log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s
@@ -51,13 +52,19 @@ def server_process(command: list[str], env: dict[str, str], ready_path: str,
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+        if log_path:
+            log.close()  # type: ignore[union-attr]
 
 
-def labs_server(env: dict[str, str] | None = None) -> contextlib.AbstractContextManager[str]:
+def labs_server(env: dict[str, str] | None = None, ready_path: str = "/ready",
+                log_path: Path | None = None) -> contextlib.AbstractContextManager[str]:
+    """Our server (``python -m labs_api``) on a free port with ``env`` added."""
     port = free_port()
     env = {"LABS_HOST": "127.0.0.1", "LABS_PORT": str(port), "LABS_LOG_LEVEL": "warning",
            **(env or {})}
-    return server_process([sys.executable, "-m", "labs_api"], env, "/ready", port)
+    return server_process([sys.executable, "-m", "labs_api"], env, ready_path, port,
+                          log_path=log_path)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -28,16 +28,13 @@ import contextlib
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from common import labs_server  # benchmarks/common.py (the script's own folder)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -62,42 +59,10 @@ def sentences(n: int) -> list[str]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def server(log_path: Path) -> Iterator[str]:
+def server(log_path: Path) -> contextlib.AbstractContextManager[str]:
     """The real server in a subprocess, models loaded on first use; yields its base URL."""
-    port = free_port()
-    env = {**os.environ, "LABS_HOST": "127.0.0.1", "LABS_PORT": str(port),
-           "LABS_PRELOAD_ON_START": "false", "LABS_LOG_LEVEL": "warning",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "labs_api"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 300
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"server exited with {process.returncode}; see {log_path}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise TimeoutError("server did not start within 300 s")
-                time.sleep(0.3)
-            yield base
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    return labs_server({"LABS_PRELOAD_ON_START": "false"}, ready_path="/health",
+                       log_path=log_path)
 
 
 class Connection:

@@ -20,17 +20,14 @@ import io
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
-import sys
 import time
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import httpx
+from common import labs_server  # benchmarks/common.py (the script's own folder)
 
 RESULTS = Path(__file__).parent / "results" / "speech_latency.json"
 
@@ -107,38 +104,8 @@ def bench_engine(model: str, runs: int) -> list[dict[str, object]]:
 # --- through the HTTP server ----------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def labs_server(model: str) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "LABS_HOST": "127.0.0.1", "LABS_PORT": str(port),
-           "LABS_LOG_LEVEL": "warning", "LABS_TTS_MODEL": model, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "labs_api"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited with code {process.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError("the server was not ready after 300 s")
-            time.sleep(0.3)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+def speech_server(model: str) -> contextlib.AbstractContextManager[str]:
+    return labs_server({"LABS_TTS_MODEL": model})
 
 
 def timed_post(client: httpx.Client, url: str, body: dict[str, object]) -> tuple[float, float,
@@ -162,7 +129,7 @@ def bench_http(model: str, runs: int) -> list[dict[str, object]]:
         ("/v1/tts (whole WAV)", "/v1/tts", "wav"),
     ]
     rows = []
-    with labs_server(model) as base, httpx.Client(timeout=300) as client:
+    with speech_server(model) as base, httpx.Client(timeout=300) as client:
         for name, path, fmt in requests:
             for label, text in TEXTS.items():
                 if path == "/v1/tts":
