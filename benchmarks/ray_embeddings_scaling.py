@@ -2,16 +2,17 @@
 
 Starts a local two-node Ray cluster on loopback (the test suite's ``tests/e2e/ray_cluster.py``:
 a head and a worker, 2 logical CPUs each), deploys the server with 1 and then 2 embedding
-replicas (0.5 CPU each, spread over the nodes), and sends many small concurrent requests
-(``--concurrency`` keep-alive connections, ``--sentences`` sentences per request) for
-``--duration`` seconds per round. The single-process server (``labs-api``, no Ray) runs the same
-load as a reference. Prints a table of medians over rounds and writes JSON to
-benchmarks/results/ray_embeddings_scaling.json.
+replicas (0.5 CPU each, spread over the nodes), and sends many concurrent requests
+(``--concurrency`` keep-alive connections) for ``--duration`` seconds per round: small ones of
+one sentence, where the per-request cost of the HTTP proxy and ingress dominates, and ones of
+16 sentences, where the model does (``--sentences 1,16``). The single-process server
+(``labs-api``, no Ray) runs the same load as a reference. Prints a table of medians over
+rounds and writes JSON to benchmarks/results/ray_embeddings_scaling.json.
 
 Both Ray nodes are processes on this one machine, so replicas on "two nodes" still share its
 cores with each other, with Ray Serve's HTTP proxy and ingress, and with this client.
 
-    .venv/bin/python benchmarks/ray_embeddings_scaling.py [--rounds 3] [--duration 15]
+    .venv/bin/python benchmarks/ray_embeddings_scaling.py [--rounds 3] [--duration 10]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -119,10 +121,19 @@ async def run_load(base_url: str, concurrency: int, per_request: int,
             "failures": failures}
 
 
-def measure(base_url: str, args: argparse.Namespace) -> list[dict[str, float]]:
-    asyncio.run(run_load(base_url, args.concurrency, args.sentences, args.warmup))
-    return [asyncio.run(run_load(base_url, args.concurrency, args.sentences, args.duration))
-            for _ in range(args.rounds)]
+def measure(base_url: str, args: argparse.Namespace) -> dict[int, list[dict[str, float]]]:
+    """Rounds of each request shape (sentences per request), after a warm-up."""
+    asyncio.run(run_load(base_url, args.concurrency, 1, args.warmup))
+    runs: dict[int, list[dict[str, float]]] = {n: [] for n in args.sentences}
+    for _ in range(args.rounds):
+        for per_request in args.sentences:
+            load_before = os.getloadavg()[0]
+            result = asyncio.run(run_load(base_url, args.concurrency, per_request,
+                                          args.duration))
+            # Other work on the machine skews a round: keep the load average beside it.
+            result["loadavg_before"] = load_before
+            runs[per_request].append(result)
+    return runs
 
 
 def replica_placement(address: str, expected: int) -> list[dict]:
@@ -153,45 +164,49 @@ def on_ray(address: str, replicas: int, log_dir: Path) -> Iterator[str]:
         yield url
 
 
-def summary(name: str, runs: list[dict[str, float]], placement: list[dict]) -> dict:
-    def med(key: str) -> float:
-        return statistics.median(r[key] for r in runs)
+def summary(name: str, runs: dict[int, list[dict[str, float]]],
+            placement: list[dict]) -> list[dict]:
+    def med(rounds: list[dict[str, float]], key: str) -> float:
+        return statistics.median(r[key] for r in rounds)
 
-    return {"setup": name, "sentences_per_s": med("sentences_per_s"),
-            "requests_per_s": med("requests_per_s"), "p50_ms": med("p50_ms"),
-            "p95_ms": med("p95_ms"), "failures": sum(r["failures"] for r in runs),
-            "rounds": runs, "replicas": placement}
+    return [{"setup": name, "sentences_per_request": n,
+             "sentences_per_s": med(rounds, "sentences_per_s"),
+             "requests_per_s": med(rounds, "requests_per_s"), "p50_ms": med(rounds, "p50_ms"),
+             "p95_ms": med(rounds, "p95_ms"), "failures": sum(r["failures"] for r in rounds),
+             "rounds": rounds, "replicas": placement} for n, rounds in runs.items()]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds per round")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per round")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before the rounds")
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--sentences", type=int, default=1, help="sentences per request")
+    parser.add_argument("--sentences", type=lambda v: [int(n) for n in v.split(",")],
+                        default=[1, 16], help="sentences per request, one load per value")
     parser.add_argument("--no-reference", action="store_true",
                         help="skip the single-process reference")
     args = parser.parse_args()
     results = []
     if not args.no_reference:
         with labs_server() as url:
-            results.append(summary("single process, no Ray", measure(url, args), []))
+            results += summary("single process, no Ray", measure(url, args), [])
     log_dir = Path(tempfile.mkdtemp(prefix="ray-bench-"))
     with ray_cluster(nodes=2, cpus=2) as cluster:
         for replicas in (1, 2):
             with on_ray(cluster.address, replicas, log_dir) as url:
                 runs = measure(url, args)
                 placement = replica_placement(cluster.address, replicas)
-                results.append(summary(f"Ray Serve, {replicas} embedding replica"
-                                       f"{'s' if replicas > 1 else ''}", runs, placement))
-    rows = [[r["setup"], r["sentences_per_s"], r["requests_per_s"], r["p50_ms"], r["p95_ms"],
-             r["failures"], " ".join(f"{p['node']}:{p['model_calls']}" for p in r["replicas"])
-             or "-"] for r in results]
-    print_table(f"Embeddings, {args.concurrency} concurrent clients x {args.sentences} "
-                f"sentence(s) per request, median of {args.rounds} x {args.duration:.0f} s",
-                ["setup", "sentences/s", "requests/s", "p50 ms", "p95 ms", "failures",
-                 "replicas (node:model calls)"], rows)
+                results += summary(f"Ray Serve, {replicas} embedding replica"
+                                   f"{'s' if replicas > 1 else ''}", runs, placement)
+    rows = [[r["setup"], r["sentences_per_request"], r["sentences_per_s"], r["requests_per_s"],
+             r["p50_ms"], r["p95_ms"], r["failures"],
+             " ".join(f"{p['node']}:{p['model_calls']}" for p in r["replicas"]) or "-"]
+            for r in results]
+    print_table(f"Embeddings, {args.concurrency} concurrent clients, median of {args.rounds} "
+                f"rounds of {args.duration:.0f} s",
+                ["setup", "sentences/request", "sentences/s", "requests/s", "p50 ms", "p95 ms",
+                 "failures", "replicas (node:model calls)"], rows)
     write_results("ray_embeddings_scaling", {"arguments": vars(args), "results": results})
 
 
