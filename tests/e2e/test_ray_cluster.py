@@ -196,6 +196,50 @@ def test_ray_failures_become_503():
     assert isinstance(crashed, EngineError) and "ValueError: bad" in crashed.message
 
 
+def test_a_model_that_failed_to_load_in_its_replica_fails_in_the_ingress_as_in_one_process():
+    """The ingress's registry marks it failed with the replica's exception, as the
+    single-process registry does with its own."""
+    import asyncio
+
+    from labs_api.errors import EngineError
+    from labs_api.ray_serve.errors import ErrorReport
+    from labs_api.ray_serve.proxies import proxy_registry
+    from labs_api.settings import Settings
+
+    class Answer:
+        def __init__(self, value):
+            self.value = value
+
+        def result(self, timeout_s=None):
+            return self.value
+
+    class FakeHandle:
+        def __init__(self, info):
+            self.describe = type("M", (), {"remote": lambda _: Answer(info)})()
+
+        def options(self, **_):
+            return self
+
+    missing = FileNotFoundError("LABS_MODEL names a GGUF file that does not exist: /x.gguf")
+    settings = Settings(model="/x.gguf")
+    infos = {settings.model: {"model_id": settings.model, "error": ErrorReport.of(missing),
+                              "attributes": {}},
+             settings.embedding_model: {"model_id": settings.embedding_model, "error": None,
+                                        "attributes": {"dimensions": 384}},
+             settings.tts_model: {"model_id": settings.tts_model, "error": None,
+                                  "attributes": {"voices": ("joe",), "sample_rate": 22050}}}
+    registry = proxy_registry(settings, {k: FakeHandle(v) for k, v in infos.items()})
+    asyncio.run(registry.load_all())
+    chat, embedding, speech = registry.slots
+    assert chat.state == "failed"
+    assert chat.error == f"FileNotFoundError: {missing}"
+    with pytest.raises(EngineError, match="failed to load: FileNotFoundError"):
+        asyncio.run(registry.engine("chat"))
+    assert embedding.state == speech.state == "ready"
+    assert asyncio.run(registry.engine("embedding")).dimensions == 384
+    registry.close()
+
+
 def test_settings_become_deployment_options():
     from labs_api.ray_serve.launcher import build_application
     from labs_api.ray_serve.options import check, model_options
@@ -252,6 +296,15 @@ def test_chat_streams_tokens_as_they_are_generated(client):
     assert len(pieces) >= 20
     # Chunks arrive spread over the generation, not all at once at the end.
     assert arrivals[-1] - arrivals[0] > 0.1, arrivals
+
+
+def test_legacy_completions_count_prompt_tokens_tokenized_in_the_replica(client):
+    text = client.completions.create(model=CHAT, prompt="Once upon a time", max_tokens=8,
+                                     temperature=0)
+    tokens = client.completions.create(model=CHAT, prompt=[[1, 2, 3, 4, 5]], max_tokens=4)
+    assert text.choices[0].text and text.usage.completion_tokens == 8
+    assert 3 <= text.usage.prompt_tokens <= 8  # four words, maybe a BOS
+    assert tokens.usage.prompt_tokens == 5
 
 
 def test_chat_errors_keep_their_status_and_body(base_url):
