@@ -63,17 +63,22 @@ def serve_on_ray(settings: Settings, *, address: str | None = None,
 
     check(settings)
     ray.init(address=address, namespace="labs-api", logging_level=settings.log_level.upper())
-    stop = threading.Event()
-    if not detach:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
     try:
         serve.start(proxy_location=settings.ray_proxy_location,
                     http_options={"host": settings.host, "port": settings.port})
         host, port = _http_address(settings)
         log.info("deploying %s on Ray (%s)", APP_NAME, ray.get_runtime_context().gcs_address)
         started = time.perf_counter()
-        serve.run(build_application(settings), name=APP_NAME, route_prefix="/")
+        try:
+            serve.run(build_application(settings), name=APP_NAME, route_prefix="/")
+        except KeyboardInterrupt:  # e.g. replicas waiting for resources the cluster lacks
+            log.warning("interrupted while deploying: deleting the %s application", APP_NAME)
+            _delete(serve)
+            raise SystemExit(130) from None
+        stop = threading.Event()
+        if not detach:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
         print(f"labs-api: serving on http://{host}:{port} through Ray Serve "
               f"(application '{APP_NAME}', ready in {time.perf_counter() - started:.0f} s)",
               flush=True)
@@ -82,11 +87,15 @@ def serve_on_ray(settings: Settings, *, address: str | None = None,
         while not stop.wait(1.0):
             pass
         log.info("stopping: deleting the %s application", APP_NAME)
-        serve.delete(APP_NAME)
-        if not serve.status().applications:
-            serve.shutdown()  # frees the HTTP port; other applications would keep Serve up
+        _delete(serve)
     finally:
         ray.shutdown()
+
+
+def _delete(serve: Any) -> None:
+    serve.delete(APP_NAME)
+    if not serve.status().applications:
+        serve.shutdown()  # frees the HTTP port; other applications would keep Serve up
 
 
 def _http_address(settings: Settings) -> tuple[str, int]:
