@@ -4,6 +4,8 @@ back-pressure and prompt-prefix reuse. Timing figures live in benchmarks/, not h
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import time
 
 import httpx
@@ -207,22 +209,32 @@ def test_a_request_that_waits_past_the_queue_timeout_gets_503():
     assert error.code == "queue_timeout" and "0.3 s" in error.message
 
 
-def test_chat_gives_up_a_core_while_other_engines_compute(engine):
+def test_chat_uses_every_core_only_for_several_streams_and_no_other_work(engine):
     from labs_api.compute import CPU_WORK
 
     full = engine.scheduler.full_threads
     if full < 2:
         pytest.skip("needs at least 2 cores")
+    params = SamplingParams(max_tokens=6, temperature=0, top_p=1)
 
-    async def threads_during(busy: bool) -> int:
-        stream = engine.stream(ask("Tell me a story."),
-                               SamplingParams(max_tokens=6, temperature=0, top_p=1))
-        if busy:
-            with CPU_WORK.running():
-                [chunk async for chunk in stream]
-                return engine.model.threads
-        [chunk async for chunk in stream]
-        return engine.model.threads
+    async def threads_with(streams: int, busy: bool) -> int:
+        async def one(i: int) -> None:
+            [chunk async for chunk in engine.stream(ask(PROMPTS[i]), params)]
 
-    assert asyncio.run(threads_during(busy=True)) == full - 1
-    assert asyncio.run(threads_during(busy=False)) == full
+        seen: list[int] = []  # thread counts sampled while all the streams are active
+
+        async def watch() -> None:
+            while True:
+                if engine.scheduler.active_count() == streams:
+                    seen.append(engine.model.threads)
+                await asyncio.sleep(0.001)
+
+        watcher = asyncio.create_task(watch())
+        with CPU_WORK.running() if busy else contextlib.nullcontext():
+            await asyncio.gather(*(one(i) for i in range(streams)))
+        watcher.cancel()
+        return collections.Counter(seen).most_common(1)[0][0]
+
+    assert asyncio.run(threads_with(streams=1, busy=False)) == full - 1
+    assert asyncio.run(threads_with(streams=4, busy=False)) == full
+    assert asyncio.run(threads_with(streams=4, busy=True)) == full - 1

@@ -183,7 +183,13 @@ class LlamaCppScheduler:
                 self._advance(slot, model.sample(slot.sampler, slot.logits_index))
 
     def _thread_count(self) -> int:
-        if CPU_WORK.active and self.full_threads > 1:
+        """All cores while several sequences decode together; one core fewer while another
+        engine computes, or while a single sequence decodes. llama.cpp's threads spin while
+        they wait for each other, so the HTTP work of even one stream (on the event loop)
+        stalls a decode that uses every core: measured on 2 cores, one stream through HTTP
+        made 93 tok/s with 2 threads and 152 with 1, while 8 streams made 233 with 2 and 136
+        with 1 (benchmarks/chat_throughput.py)."""
+        if self.full_threads > 1 and (CPU_WORK.active or self.active_count() <= 1):
             return self.full_threads - 1
         return self.full_threads
 
