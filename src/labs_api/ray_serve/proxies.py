@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from labs_api.catalog import build_registry
-from labs_api.engines.chat.base import ChatMessage, Generation, GenerationChunk, SamplingParams
+from labs_api.engines.chat.base import ChatMessage, GenerationChunk, SamplingParams
 from labs_api.models import ModelKind, ModelRegistry
 from labs_api.ray_serve.errors import from_ray
 from labs_api.settings import Settings
@@ -137,16 +137,6 @@ class RemoteChatEngine(RemoteEngine):
     def _stream(self, source: tuple[str, Any],
                 params: SamplingParams) -> AsyncIterator[GenerationChunk]:
         return remote_stream(lambda: self._streaming.stream.remote(source, params), self.what)
-
-    async def generate(self, messages: list[ChatMessage], params: SamplingParams) -> Generation:
-        pieces: list[str] = []
-        last = GenerationChunk()
-        async for chunk in self.stream(messages, params):
-            if chunk.text:
-                pieces.append(chunk.text)
-            last = chunk
-        return Generation("".join(pieces), last.finish_reason or "stop", last.prompt_tokens,
-                          last.completion_tokens, pieces)
 
 
 class RemoteEmbeddingBatcher(RemoteEngine):
