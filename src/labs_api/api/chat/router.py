@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 
 from labs_api.api.chat.protocol import ChatCompletionRequest, ChatCompletionResponse
 from labs_api.api.chat.serving import ChatService
-from labs_api.api.choices import OpenedChoices
-from labs_api.api.disconnect import unless_disconnected
 from labs_api.api.errors_doc import ERROR_RESPONSES
-from labs_api.api.sse import sse_stream
+from labs_api.api.sse import stream_or_complete
 
 router = APIRouter(tags=["chat"])
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @router.post(
@@ -28,12 +23,5 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 )
 async def create_chat_completion(body: ChatCompletionRequest, request: Request):
     service: ChatService = request.app.state.chat_service
-    if body.stream:
-        opened = await unless_disconnected(request, service.open(body))
-        if not isinstance(opened, OpenedChoices):
-            return opened  # the client left while waiting for a slot
-        events = service.stream_events(body, opened)
-        return StreamingResponse(
-            sse_stream(events), media_type="text/event-stream", headers=SSE_HEADERS
-        )
-    return await unless_disconnected(request, service.complete(body))
+    return await stream_or_complete(request, body.stream, lambda: service.open_events(body),
+                                    lambda: service.complete(body))

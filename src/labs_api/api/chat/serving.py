@@ -46,6 +46,10 @@ class ChatService:
         prompt = engine.tokenize_prompt(request.engine_messages())
         return await open_choices(engine, prompt, params, request.n)
 
+    async def open_events(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
+        """Start the generations, then hand back their stream of chunk objects."""
+        return self.stream_events(request, await self.open(request))
+
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
         opened = await self.open(request)
         choices = await collect(opened)

@@ -46,6 +46,11 @@ class CompletionService:
             raise
         return opened, texts, prompt_tokens
 
+    async def open_events(self, request: CompletionRequest) -> AsyncIterator[dict[str, Any]]:
+        """Start the generations, then hand back their stream of chunk objects."""
+        opened, _, prompt_tokens = await self.open(request)
+        return self.stream_events(request, opened, prompt_tokens)
+
     async def complete(self, request: CompletionRequest) -> CompletionResponse:
         opened, texts, prompt_tokens = await self.open(request)
         choices = await collect(opened)
