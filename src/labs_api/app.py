@@ -19,7 +19,7 @@ from labs_api.api.embeddings.serving import EmbeddingService
 from labs_api.api.models import router as models_router
 from labs_api.api.speech.router import router as speech_router
 from labs_api.api.speech.serving import SpeechService
-from labs_api.catalog import build_registry
+from labs_api.catalog import build_registry, worker_options
 from labs_api.errors import install_error_handlers
 from labs_api.models import ModelRegistry
 from labs_api.ops.install import install_operations
@@ -31,7 +31,7 @@ log = logging.getLogger("labs_api")
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
     """The application. ``registry`` replaces the configured models (tests pass fake engines)."""
     settings = settings or Settings()
-    registry = registry or build_registry(settings)
+    registry = registry or build_registry(settings, worker_options(settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         finally:
             if loading is not None and not loading.done():
                 loading.cancel()
-            registry.close()
+            await registry.aclose()
 
     app = FastAPI(
         title="AI Labs API",

@@ -17,6 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from labs_api.engines import errors as engine_errors
+
 log = logging.getLogger("labs_api")
 
 
@@ -91,6 +93,25 @@ class EngineError(APIError):
     error_type = "server_error"
 
 
+def api_error_for(exc: BaseException) -> APIError | None:
+    """The HTTP error for an exception: itself if it is one, the mapping of an engine's error,
+    or None for anything else (an unexpected failure)."""
+    if isinstance(exc, APIError):
+        return exc
+    if not isinstance(exc, engine_errors.EngineRequestError):
+        return None
+    message, param, code = exc.message, exc.param, exc.code
+    if isinstance(exc, engine_errors.PromptTooLong):
+        return ContextLengthError(message, param=param or "messages", code=code)
+    if isinstance(exc, engine_errors.InvalidRequest):
+        return BadRequestError(message, param=param, code=code)
+    if isinstance(exc, engine_errors.UnsupportedRequest):
+        return UnsupportedParameterError(message, param=param, code=code)
+    if isinstance(exc, engine_errors.EngineBusy):
+        return ServiceUnavailableError(message, retry_after=exc.retry_after, code=code)
+    return EngineError(message, param=param, code=code)
+
+
 def error_body(
     message: str, error_type: str, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
@@ -118,6 +139,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code >= 500:
             log.error("%s: %s", type(exc).__name__, exc.message)
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(engine_errors.EngineRequestError)
+    async def _engine_error(request: Request, exc: engine_errors.EngineRequestError,
+                            ) -> JSONResponse:
+        mapped = api_error_for(exc)
+        assert mapped is not None
+        return await _api_error(request, mapped)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -8,14 +8,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from labs_api.errors import EngineError, ModelNotFoundError, ServiceUnavailableError
+
+if TYPE_CHECKING:
+    from labs_api.workers.supervisor import EngineWorker, WorkerOptions
 
 log = logging.getLogger("labs_api.models")
 
 ModelKind = Literal["chat", "embedding", "speech"]
-LoadState = Literal["waiting", "loading", "ready", "failed"]
+LoadState = Literal["waiting", "loading", "ready", "restarting", "failed"]
 
 
 @dataclass
@@ -31,18 +34,32 @@ class ModelSlot:
     engine: Any = None
     error: str | None = None
     load_seconds: float | None = None
-    _lock: asyncio.Lock | None = None
+    worker: EngineWorker | None = None  # when the engine runs in a worker process
+    _loading: asyncio.Task[None] | None = None
+
+    @property
+    def restarts(self) -> int:
+        return self.worker.restarts if self.worker is not None else 0
+
+    def worker_state(self, state: str, error: str | None) -> None:
+        """The worker's news: restarting, ready again, or failed for good."""
+        if state in ("ready", "restarting", "failed"):
+            self.state = state  # type: ignore[assignment]
+            self.error = error
 
 
 class ModelRegistry:
-    """Holds every configured model. Loads them one at a time on a loader thread."""
+    """Holds every configured model. Loads them one at a time: in a worker process of its own
+    each when ``workers`` is given, else on a loader thread of this process."""
 
-    def __init__(self, slots: list[ModelSlot]) -> None:
+    def __init__(self, slots: list[ModelSlot], workers: WorkerOptions | None = None) -> None:
         ids = [s.model_id for s in slots]
         if len(set(ids)) != len(ids):
             raise ValueError(f"model ids must be unique, got {ids}")
         self.slots = slots
+        self.workers = workers
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
+        self._cpu_board: Any = None
 
     def ids(self, kind: ModelKind | None = None) -> list[str]:
         return [s.model_id for s in self.slots if kind is None or s.kind == kind]
@@ -61,25 +78,46 @@ class ModelRegistry:
             await self._ensure_loaded(slot)
 
     async def _ensure_loaded(self, slot: ModelSlot) -> None:
-        if slot._lock is None:
-            slot._lock = asyncio.Lock()
-        async with slot._lock:
-            if slot.state in ("ready", "failed"):
-                return
-            slot.state = "loading"
-            started = time.perf_counter()
-            try:
-                slot.engine = await asyncio.get_running_loop().run_in_executor(
-                    self._loader, slot.load
-                )
-            except Exception as exc:  # keep serving the other models
-                slot.state = "failed"
-                slot.error = f"{type(exc).__name__}: {exc}"
-                log.error("failed to load %s model %s: %s", slot.kind, slot.model_id, slot.error)
-                return
-            slot.load_seconds = time.perf_counter() - started
-            slot.state = "ready"
-            log.info("%s model %s ready in %.1f s", slot.kind, slot.model_id, slot.load_seconds)
+        """Load ``slot`` once. The load is a task of its own, shielded: a request that started
+        it and then went away (its task cancelled) does not stop it, and the next request
+        gets the model."""
+        if slot._loading is None:
+            slot._loading = asyncio.create_task(self._load(slot))
+        await asyncio.shield(slot._loading)
+
+    async def _load(self, slot: ModelSlot) -> None:
+        slot.state = "loading"
+        started = time.perf_counter()
+        try:
+            slot.engine = await self._start_engine(slot)
+        except Exception as exc:  # keep serving the other models
+            slot.state = "failed"
+            slot.error = f"{type(exc).__name__}: {exc}"
+            log.error("failed to load %s model %s: %s", slot.kind, slot.model_id, slot.error)
+            return
+        slot.load_seconds = time.perf_counter() - started
+        slot.state = "ready"
+        where = f" in worker pid {slot.worker.pid}" if slot.worker is not None else ""
+        log.info("%s model %s ready in %.1f s%s", slot.kind, slot.model_id, slot.load_seconds,
+                 where)
+
+    async def _start_engine(self, slot: ModelSlot) -> Any:
+        if self.workers is None:
+            return await asyncio.get_running_loop().run_in_executor(self._loader, slot.load)
+        from labs_api.compute import CpuWorkBoard
+        from labs_api.engines.remote import PROXIES
+        from labs_api.workers.supervisor import EngineWorker
+
+        if self._cpu_board is None:
+            self._cpu_board = CpuWorkBoard(workers=max(16, len(self.slots)))
+        worker = EngineWorker(slot.model_id, slot.kind, slot.load, self.workers,
+                              cpu_work=self._cpu_board.spec(self.slots.index(slot)),
+                              on_state=slot.worker_state)
+        slot.worker = worker
+        attributes = await worker.start()
+        proxy = PROXIES[slot.kind](worker, attributes)
+        worker.on_attributes(proxy.update)
+        return proxy
 
     async def engine(self, kind: ModelKind, model_id: str | None = None) -> Any:
         """The engine serving ``model_id`` (or the first model of ``kind`` when None).
@@ -94,6 +132,10 @@ class ModelRegistry:
                 retry_after=2,
                 code="model_loading",
             )
+        if slot.state == "restarting":
+            raise ServiceUnavailableError(
+                f"The engine of model '{slot.model_id}' is restarting ({slot.error}); "
+                "retry shortly.", retry_after=2, code="engine_restarting")
         if slot.state == "waiting":
             await self._ensure_loaded(slot)
         if slot.state == "failed":
@@ -118,11 +160,22 @@ class ModelRegistry:
             param="model",
         )
 
+    async def aclose(self) -> None:
+        """Stop every engine: end the worker processes (each closes its engine), close the
+        engines of this process."""
+        workers = [s.worker for s in self.slots if s.worker is not None]
+        await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
+        self.close()
+
     def close(self) -> None:
         for slot in self.slots:
+            if slot.worker is not None:
+                slot.worker.kill_now()  # a no-op once aclose ended it
             if slot.engine is not None and hasattr(slot.engine, "close"):
                 try:
                     slot.engine.close()
                 except Exception:  # shutting down: report and go on
                     log.exception("closing %s failed", slot.model_id)
         self._loader.shutdown(wait=False, cancel_futures=True)
+        if self._cpu_board is not None:
+            self._cpu_board.close()

@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     max_queue: int = Field(64, ge=0, description="Chat requests that may wait for a slot")
     queue_timeout: float = Field(60.0, gt=0, description="Seconds a request may wait for a slot")
 
+    # Engine worker processes (labs_api.workers)
+    engine_workers: bool = Field(
+        True, description="Run each model's engine in a supervised worker process (false: in "
+        "the server process, where an engine crash ends the server)")
+    engine_stall_seconds: float = Field(
+        60.0, gt=0, description="A worker that holds requests and makes no progress this long "
+        "is killed and restarted")
+
     # Embedding model
     embedding_model: str = Field(DEFAULT_EMBEDDING_MODEL, min_length=1)
 

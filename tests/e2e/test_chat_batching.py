@@ -14,7 +14,7 @@ import pytest
 from labs_api.engines.chat.base import ChatMessage, SamplingParams
 from labs_api.engines.chat.factory import bundled_gguf_path
 from labs_api.engines.chat.llama_cpp_engine import LlamaCppChatEngine, LlamaCppOptions
-from labs_api.errors import ServiceUnavailableError
+from labs_api.engines.errors import EngineBusy
 from tests.e2e.server import running_server
 
 GREEDY = SamplingParams(max_tokens=48, temperature=0.0, top_p=1.0)
@@ -115,7 +115,7 @@ def test_the_queue_bound_answers_503_at_once():
         await anext(running)  # holds the only slot
         waiting = engine.stream(ask("Tell me another story."), long)
         started = time.monotonic()
-        with pytest.raises(ServiceUnavailableError) as refused:
+        with pytest.raises(EngineBusy) as refused:
             engine.stream(ask("And a third one."), long)
         elapsed = time.monotonic() - started
         await running.aclose()
@@ -127,7 +127,7 @@ def test_the_queue_bound_answers_503_at_once():
         error, elapsed, first = asyncio.run(scenario())
     finally:
         engine.close()
-    assert error.status_code == 503 and int(error.headers["Retry-After"]) >= 1
+    assert error.code == "server_overloaded" and error.retry_after >= 1
     assert "busy" in error.message
     assert elapsed < 0.5
     assert first.text
@@ -197,7 +197,7 @@ def test_a_request_that_waits_past_the_queue_timeout_gets_503():
         running = engine.stream(ask("Tell me a long story."), long)
         await anext(running)
         waiting = engine.stream(ask("Tell me another story."), long)
-        with pytest.raises(ServiceUnavailableError) as timed_out:
+        with pytest.raises(EngineBusy) as timed_out:
             await anext(waiting)
         await running.aclose()
         return timed_out.value

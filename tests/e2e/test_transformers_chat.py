@@ -14,7 +14,7 @@ import pytest
 from labs_api.engines.chat.base import ChatMessage, SamplingParams
 from labs_api.engines.chat.factory import bundled_gguf_path
 from labs_api.engines.optional import MissingBackendError
-from labs_api.errors import ContextLengthError
+from labs_api.engines.errors import PromptTooLong
 from tests.e2e.server import running_server
 
 CONTEXT = 256
@@ -116,7 +116,7 @@ def test_seed_makes_sampling_repeatable_and_differs_without_it(engine):
 
 def test_prompt_beyond_context_is_rejected(engine):
     long = [ChatMessage("user", "hello " * CONTEXT)]
-    with pytest.raises(ContextLengthError):
+    with pytest.raises(PromptTooLong):
         engine.stream(long, SamplingParams(max_tokens=4, temperature=0, top_p=1))
 
 

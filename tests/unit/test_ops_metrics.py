@@ -98,8 +98,7 @@ def test_time_to_first_token_measures_the_wait():
 def test_queue_depth_and_active_slots_are_read_at_scrape_time():
     engine = FakeChatEngine(MODEL)
     counts = {"active": 3, "waiting": 5}
-    engine.scheduler = SimpleNamespace(active_count=lambda: counts["active"],
-                                       waiting_count=lambda: counts["waiting"])
+    engine.queue_stats = lambda: (counts["active"], counts["waiting"])
     client = make_client(engine)
     assert sample(client, "labs_chat_slots_active", model=MODEL) == 3
     assert sample(client, "labs_chat_requests_waiting", model=MODEL) == 5

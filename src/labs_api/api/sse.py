@@ -11,7 +11,7 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from labs_api.api.disconnect import unless_disconnected
-from labs_api.errors import APIError, error_body
+from labs_api.errors import APIError, api_error_for
 
 log = logging.getLogger("labs_api.sse")
 
@@ -28,11 +28,14 @@ async def sse_stream(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str
     try:
         async for event in events:
             yield sse_event(event)
-    except APIError as exc:
-        yield sse_event(exc.body())
     except Exception as exc:  # the status line is already sent: report in the stream
-        log.exception("stream failed")
-        yield sse_event(error_body(f"Internal error: {type(exc).__name__}", "server_error"))
+        mapped = api_error_for(exc)
+        if mapped is None:
+            log.exception("stream failed")
+            mapped = APIError(f"Internal error: {type(exc).__name__}")
+        elif mapped.status_code >= 500:
+            log.error("stream failed: %s", mapped.message)
+        yield sse_event(mapped.body())
     finally:
         aclose = getattr(events, "aclose", None)
         if aclose is not None:

@@ -113,13 +113,16 @@ class ModelCollector(Collector):
             ready.add_metric([slot.model_id, slot.kind], 1.0 if slot.state == "ready" else 0.0)
             if slot.load_seconds is not None:
                 load.add_metric([slot.model_id, slot.kind], slot.load_seconds)
-            scheduler = getattr(slot.engine, "scheduler", None)
-            if slot.kind == "chat" and scheduler is not None:
+            stats = getattr(slot.engine, "queue_stats", None)
+            if slot.kind == "chat" and stats is not None:
                 try:
-                    active.add_metric([slot.model_id], float(scheduler.active_count()))
-                    waiting.add_metric([slot.model_id], float(scheduler.waiting_count()))
+                    counts = stats()
                 except Exception:  # the scheduler thread changed its lists under us
                     log.debug("could not read the queue of %s", slot.model_id, exc_info=True)
+                    counts = None
+                if counts is not None:
+                    active.add_metric([slot.model_id], float(counts[0]))
+                    waiting.add_metric([slot.model_id], float(counts[1]))
         yield from (ready, load, active, waiting)
         yield from gpu_memory()
 

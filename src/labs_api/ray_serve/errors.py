@@ -10,49 +10,12 @@ become 503s.
 
 from __future__ import annotations
 
-import importlib
-import pickle
-import sys
-from dataclasses import dataclass, field
-from typing import Any
-
+from labs_api.engines.error_report import ErrorReport
+from labs_api.engines.errors import EngineRequestError
 from labs_api.errors import APIError, EngineError, ServiceUnavailableError
 
 #: Seconds a client is asked to wait after a replica failure (Ray replaces it meanwhile).
 RETRY_AFTER_S = 2
-
-
-@dataclass(frozen=True)
-class ErrorReport:
-    """What is needed to raise an exception again in another process."""
-
-    module: str
-    qualname: str
-    args: tuple[Any, ...]
-    text: str
-    state: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, exc: BaseException) -> ErrorReport:
-        kind = type(exc)
-        args = exc.args if _picklable(exc.args) else (str(exc),)
-        state = {k: v for k, v in vars(exc).items() if _picklable(v)}
-        return cls(kind.__module__, kind.__qualname__, args, str(exc), state)
-
-    def rebuild(self) -> BaseException:
-        """The exception again: same class, args and attributes (``__init__`` is not run)."""
-        kind = _find_class(self.module, self.qualname)
-        if kind is None:
-            # A class this process has not imported (e.g. a torch error): keep its name.
-            name = self.qualname.rsplit(".", 1)[-1]
-            kind = type(name, (RuntimeError,), {"__module__": self.module})
-        try:
-            exc = kind.__new__(kind, *self.args)
-            exc.args = self.args
-            exc.__dict__.update(self.state)
-        except Exception:
-            return EngineError(f"{self.qualname}: {self.text}")
-        return exc
 
 
 class ReplicaError(Exception):
@@ -64,31 +27,6 @@ class ReplicaError(Exception):
 
     def __str__(self) -> str:
         return f"{self.report.qualname}: {self.report.text}"
-
-
-def _picklable(value: Any) -> bool:
-    try:
-        pickle.dumps(value)
-    except Exception:
-        return False
-    return True
-
-
-def _find_class(module: str, qualname: str) -> type[BaseException] | None:
-    """The class, from a module this process has (labs_api's own are imported if needed)."""
-    if module not in sys.modules:
-        if not module.startswith("labs_api."):
-            return None
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            return None
-    target: Any = sys.modules[module]
-    for part in qualname.split("."):
-        target = getattr(target, part, None)
-    if isinstance(target, type) and issubclass(target, BaseException):
-        return target
-    return None
 
 
 def from_ray(exc: BaseException, what: str) -> BaseException:
@@ -106,7 +44,7 @@ def from_ray(exc: BaseException, what: str) -> BaseException:
         return EngineError(f"The {what} replica failed: {type(cause).__name__}: {cause}")
     if isinstance(exc, ReplicaError):
         return exc.report.rebuild()
-    if isinstance(exc, APIError):
+    if isinstance(exc, (APIError, EngineRequestError)):
         return exc
     if isinstance(exc, ray.serve.exceptions.BackPressureError):
         return ServiceUnavailableError(

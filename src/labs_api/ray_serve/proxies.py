@@ -13,14 +13,11 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import numpy as np
-
 from labs_api.catalog import build_registry
-from labs_api.engines.chat.base import ChatMessage, GenerationChunk, SamplingParams
+from labs_api.engines.remote import PROXIES, RemoteEngine
 from labs_api.models import ModelKind, ModelRegistry
 from labs_api.ray_serve.errors import from_ray
 from labs_api.settings import Settings
@@ -29,10 +26,6 @@ log = logging.getLogger("labs_api.ray_serve")
 
 #: How long the ingress waits for a model deployment to answer its first call.
 CONNECT_TIMEOUT_S = 900.0
-#: Longest wait for a blocking tokenization (``PendingPrompt``) before a 503.
-TOKENIZE_TIMEOUT_S = 10.0
-
-_blocking_calls = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ray-blocking")
 
 
 async def remote_stream(start: Callable[[], Any], what: str) -> AsyncIterator[Any]:
@@ -55,98 +48,17 @@ async def remote_stream(start: Callable[[], Any], what: str) -> AsyncIterator[An
             responses.cancel()
 
 
-class RemoteEngine:
-    """A proxy: the replica's engine attributes, and a handle to call it."""
+class RayTransport:
+    """Calls on a model deployment through its ``DeploymentHandle``; engine errors come back
+    as the engine's own exceptions, failures of Ray as 503s (``errors.from_ray``)."""
 
-    what = "model"
-
-    def __init__(self, handle: Any, info: dict[str, Any]) -> None:
+    def __init__(self, handle: Any, what: str) -> None:
         self._handle = handle
         self._streaming = handle.options(stream=True)
-        self.__dict__.update(info["attributes"])
-        self.model_id = info["model_id"]
+        self.what = what
 
-    def close(self) -> None:
-        """The model lives in the replicas; nothing to release here."""
-
-
-class PendingPrompt(Sequence[int]):
-    """What ``RemoteChatEngine.tokenize_prompt`` returns. The chat replica owns the tokenizer,
-    so the conversation (or text) travels with the stream and is tokenized there. Asking for
-    the tokens here (its length, say: legacy completions count prompt tokens this way) fetches
-    them from a replica, blocking the caller for one round trip."""
-
-    def __init__(self, engine: RemoteChatEngine, source: tuple[str, Any]) -> None:
-        self.engine = engine
-        self.source = source
-        self._tokens: list[int] | None = None
-
-    def tokens(self) -> list[int] | None:
-        """The tokens if they were fetched already, else None."""
-        return self._tokens
-
-    def _fetch(self) -> list[int]:
-        if self._tokens is None:
-            self._tokens = self.engine.fetch_tokens(self.source)
-        return self._tokens
-
-    def __len__(self) -> int:
-        return len(self._fetch())
-
-    def __getitem__(self, index):  # type: ignore[override]
-        return self._fetch()[index]
-
-
-class RemoteChatEngine(RemoteEngine):
-    what = "chat"
-
-    def tokenize_prompt(self, messages: list[ChatMessage]) -> PendingPrompt:
-        return PendingPrompt(self, ("messages", list(messages)))
-
-    def tokenize_text(self, text: str) -> PendingPrompt:
-        return PendingPrompt(self, ("text", text))
-
-    def fetch_tokens(self, source: tuple[str, Any]) -> list[int]:
-        """Tokenize on a replica, now (blocking; on a helper thread, as Ray Serve wants no
-        blocking handle call on an event loop thread)."""
-
-        def call() -> list[int]:
-            return self._handle.tokenize.remote(source).result(timeout_s=TOKENIZE_TIMEOUT_S)
-
-        try:
-            return _blocking_calls.submit(call).result()
-        except Exception as exc:
-            raise from_ray(exc, self.what) from None
-
-    def check_supported(self, params: SamplingParams) -> None:
-        """Checked by the replica's engine when the stream starts (same errors)."""
-
-    def stream(self, messages: list[ChatMessage],
-               params: SamplingParams) -> AsyncIterator[GenerationChunk]:
-        return self._stream(("messages", list(messages)), params)
-
-    def stream_prompt(self, prompt: list[int],
-                      params: SamplingParams) -> AsyncIterator[GenerationChunk]:
-        if isinstance(prompt, PendingPrompt):
-            tokens = prompt.tokens()
-            source = prompt.source if tokens is None else ("tokens", tokens)
-        else:
-            source = ("tokens", list(prompt))
-        return self._stream(source, params)
-
-    def _stream(self, source: tuple[str, Any],
-                params: SamplingParams) -> AsyncIterator[GenerationChunk]:
-        return remote_stream(lambda: self._streaming.stream.remote(source, params), self.what)
-
-
-class RemoteEmbeddingBatcher(RemoteEngine):
-    """Stands for the replica's ``EmbeddingBatcher``: each call is batched there with the
-    other calls that replica receives."""
-
-    what = "embedding"
-
-    async def embed(self, texts: Any, task: str) -> Any:
-        response = self._handle.embed.remote(list(texts), task)
+    async def call(self, method: str, *args: Any) -> Any:
+        response = getattr(self._handle, method).remote(*args)
         try:
             return await response
         except asyncio.CancelledError:
@@ -155,31 +67,8 @@ class RemoteEmbeddingBatcher(RemoteEngine):
         except Exception as exc:
             raise from_ray(exc, self.what) from None
 
-
-class RemoteSpeechEngine(RemoteEngine):
-    what = "speech"
-
-    def stream(self, text: str, voice: str) -> AsyncIterator[np.ndarray]:
-        return remote_stream(lambda: self._streaming.stream.remote(text, voice), self.what)
-
-    async def synthesize_all(self, text: str, voice: str) -> np.ndarray:
-        parts: list[np.ndarray] = []
-        samples = self.stream(text, voice)
-        try:
-            async for part in samples:
-                parts.append(part)
-        finally:
-            await samples.aclose()  # type: ignore[attr-defined]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-
-    def sentences(self, text: str) -> list[str]:
-        from labs_api.engines.speech.sentences import split_sentences
-
-        return split_sentences(text, self.max_sentence_chars)
-
-
-PROXIES: dict[ModelKind, type[RemoteEngine]] = {
-    "chat": RemoteChatEngine, "embedding": RemoteEmbeddingBatcher, "speech": RemoteSpeechEngine}
+    def stream(self, method: str, *args: Any) -> AsyncIterator[Any]:
+        return remote_stream(lambda: getattr(self._streaming, method).remote(*args), self.what)
 
 
 def describe(handle: Any, what: str, timeout_s: float = CONNECT_TIMEOUT_S) -> dict[str, Any]:
@@ -205,7 +94,9 @@ def connect(kind: ModelKind, handle: Any) -> RemoteEngine:
     info = describe(handle, kind)
     if info["error"] is not None:
         raise info["error"].rebuild()
-    return PROXIES[kind](handle, info)
+    proxy = PROXIES[kind](RayTransport(handle, kind), info["attributes"])
+    proxy.model_id = info["model_id"]
+    return proxy
 
 
 def proxy_registry(settings: Settings, handles: dict[str, Any]) -> ModelRegistry:

@@ -17,17 +17,14 @@ from typing import Any
 from ray import serve
 
 from labs_api.catalog import build_registry
-from labs_api.engines.chat.base import ChatMessage, GenerationChunk, SamplingParams
+from labs_api.engines.chat.base import GenerationChunk, SamplingParams
+from labs_api.engines.remote import EngineHost, PromptSource, public_attributes
 from labs_api.models import ModelKind, ModelSlot
 from labs_api.ray_serve.errors import ErrorReport, ReplicaError
 from labs_api.ray_serve.options import INGRESS_NAME
 from labs_api.settings import Settings
 
 log = logging.getLogger("labs_api.ray_serve")
-
-#: What a chat stream starts from: ("messages", [ChatMessage]), ("text", str) or
-#: ("tokens", [int]); the replica tokenizes, so the ingress needs no tokenizer.
-PromptSource = tuple[str, Any]
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -42,31 +39,6 @@ def _slot(settings: Settings, model_id: str) -> ModelSlot:
     if slot is None:
         raise LookupError(f"no model '{model_id}' in the catalog: served {registry.ids()}")
     return slot
-
-
-def _plain(value: Any) -> bool:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return True
-    if isinstance(value, (tuple, list, frozenset)):
-        return all(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
-    return False
-
-
-def public_attributes(engine: Any) -> dict[str, Any]:
-    """The engine's public plain-valued attributes (ids, sizes, voices...), for its proxy."""
-    found: dict[str, Any] = {}
-    for name in dir(engine):
-        if name.startswith("_"):
-            continue
-        try:
-            value = getattr(engine, name)
-        except Exception:
-            continue
-        if not callable(value) and _plain(value):
-            found[name] = value
-    return found
 
 
 class ModelReplica:
@@ -155,7 +127,7 @@ class ChatReplica(ModelReplica):
                      ) -> AsyncIterator[GenerationChunk]:
         try:
             engine = self._engine()
-            chunks = _open_chat(engine, source, params)
+            chunks = EngineHost("chat", engine).stream(source, params)
         except ReplicaError:
             raise
         except Exception as exc:  # e.g. the prompt does not fit: 400 before any chunk
@@ -165,30 +137,13 @@ class ChatReplica(ModelReplica):
 
 
     async def tokenize(self, source: PromptSource) -> list[int]:
-        """The prompt's tokens (what the ingress asks when it needs their count)."""
+        """The prompt's tokens (what the ingress asks before it starts a stream)."""
         try:
-            what, value = source
-            engine = self._engine()
-            if what == "messages":
-                return list(engine.tokenize_prompt(value))
-            if what == "text":
-                return list(engine.tokenize_text(value))
-            return list(value)
+            return await EngineHost("chat", self._engine()).tokenize(source)
         except ReplicaError:
             raise
         except Exception as exc:
             raise ReplicaError(ErrorReport.of(exc)) from None
-
-
-def _open_chat(engine: Any, source: PromptSource,
-               params: SamplingParams) -> AsyncIterator[GenerationChunk]:
-    what, value = source
-    if what == "messages":
-        messages: list[ChatMessage] = value
-        return engine.stream(messages, params)
-    if what == "text":
-        return engine.stream_prompt(engine.tokenize_text(value), params)
-    return engine.stream_prompt(list(value), params)
 
 
 @serve.deployment

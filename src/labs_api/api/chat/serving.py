@@ -43,7 +43,7 @@ class ChatService:
         engine: ChatEngine = await self.registry.engine("chat", request.model)
         params = request.to_sampling_params(self.settings)
         check_logit_bias(engine, params)
-        prompt = engine.tokenize_prompt(request.engine_messages())
+        prompt = await engine.prompt_tokens(request.engine_messages())
         return await open_choices(engine, prompt, params, request.n)
 
     async def open_events(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:

@@ -37,7 +37,7 @@ class CompletionService:
         texts, prompt_tokens = [], 0
         try:
             for prompt in request.prompts():
-                tokens = engine.tokenize_text(prompt) if isinstance(prompt, str) else prompt
+                tokens = await engine.text_tokens(prompt) if isinstance(prompt, str) else prompt
                 texts.append(prompt if isinstance(prompt, str) else "")
                 prompt_tokens += len(tokens)
                 opened.streams += (await open_choices(engine, tokens, params, request.n)).streams

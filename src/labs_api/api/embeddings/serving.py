@@ -27,6 +27,7 @@ from labs_api.engines.embedding.batcher import (
     EmbeddingBatcher,
     EmbeddingResult,
 )
+from labs_api.engines.errors import EngineRequestError
 from labs_api.errors import (
     APIError,
     BadRequestError,
@@ -88,7 +89,7 @@ async def run(batcher: EmbeddingBatcher, texts: Sequence[str], task: EmbeddingTa
     except BatcherClosedError as exc:
         raise ServiceUnavailableError(f"The {batcher.model_id} model is shutting down: {exc}.",
                                       retry_after=5, code="shutting_down") from None
-    except APIError:
+    except (APIError, EngineRequestError):
         raise
     except Exception as exc:
         raise EngineError(f"Embedding with '{batcher.model_id}' failed: "

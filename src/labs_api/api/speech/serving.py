@@ -14,6 +14,7 @@ from labs_api.api.speech.protocol import (
 )
 from labs_api.audio import audio_encoder, time_stretch, wav_bytes
 from labs_api.engines.speech.base import SpeechEngine
+from labs_api.engines.errors import EngineRequestError
 from labs_api.errors import APIError, BadRequestError, EngineError
 from labs_api.models import ModelRegistry
 from labs_api.settings import Settings
@@ -40,7 +41,7 @@ class SpeechService:
         engine = await self.engine(request.model)
         try:
             samples = await engine.synthesize_all(request.text, engine.default_voice)
-        except APIError:
+        except (APIError, EngineRequestError):
             raise
         except Exception as exc:
             raise synthesis_error(exc) from exc
@@ -112,7 +113,7 @@ async def encoded_audio(
         finished = True
         if data:
             yield data
-    except APIError:
+    except (APIError, EngineRequestError):
         raise
     except Exception as exc:
         raise synthesis_error(exc) from exc

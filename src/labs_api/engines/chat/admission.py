@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from labs_api.engines.chat.base import GenerationChunk, SamplingParams, TokenLogprob
-from labs_api.errors import ServiceUnavailableError
+from labs_api.engines.errors import EngineBusy
 
 
 @dataclass
@@ -56,7 +56,7 @@ class AdmissionQueue:
         with self.wakeup:
             waiting = self.waiting_count()
             if waiting >= self.policy.max_waiting and not has_room():
-                raise ServiceUnavailableError(
+                raise EngineBusy(
                     f"Server busy: all {self.capacity} generation slots are in use and "
                     f"{waiting} requests are already waiting. Retry shortly.",
                     retry_after=max(1, min(30, int(self.policy.timeout_s // 10))),
@@ -96,7 +96,7 @@ class AdmissionQueue:
             if len(taken) < count:
                 taken.append(request)
             elif now - request.enqueued_at > self.policy.timeout_s:
-                request.deliver(ServiceUnavailableError(
+                request.deliver(EngineBusy(
                     f"Server busy: no generation slot became free within "
                     f"{self.policy.timeout_s:g} s. Retry shortly.",
                     retry_after=2, code="queue_timeout"))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from labs_api.errors import ContextLengthError
+from labs_api.engines.errors import PromptTooLong
 
 FinishReason = Literal["stop", "length"]
 
@@ -98,6 +99,19 @@ class ChatEngine(ABC):
         """Yield text as it is generated, ending with a chunk that carries the finish reason.
         Closing the iterator early cancels the generation within one token."""
 
+    async def prompt_tokens(self, messages: list[ChatMessage]) -> list[int]:
+        """``tokenize_prompt`` off the event loop: templating and tokenizing a long
+        conversation takes long enough to stall every other request."""
+        return await asyncio.to_thread(self.tokenize_prompt, messages)
+
+    async def text_tokens(self, text: str) -> list[int]:
+        """``tokenize_text`` off the event loop."""
+        return await asyncio.to_thread(self.tokenize_text, text)
+
+    def queue_stats(self) -> tuple[int, int] | None:
+        """(generations decoding, generations waiting) for metrics; None when not counted."""
+        return None
+
     def check_supported(self, params: SamplingParams) -> None:  # noqa: B027 - optional hook
         """Raise ``UnsupportedParameterError`` for what this engine cannot honour."""
 
@@ -112,7 +126,7 @@ class ChatEngine(ABC):
         """Check the prompt fits (400 before anything starts), then generate."""
         self.check_supported(params)
         if len(prompt) >= self.context_length:
-            raise ContextLengthError(
+            raise PromptTooLong(
                 f"The prompt is {len(prompt)} tokens; this model's context is "
                 f"{self.context_length} tokens, and the reply needs room too.",
                 param="messages",

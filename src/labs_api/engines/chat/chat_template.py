@@ -9,7 +9,7 @@ from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from labs_api.engines.chat.base import ChatMessage
-from labs_api.errors import BadRequestError
+from labs_api.engines.errors import InvalidRequest
 
 # Used when a GGUF file carries no template: ChatML, the most common format.
 CHATML_TEMPLATE = (
@@ -47,5 +47,5 @@ class ChatTemplate:
             )
         except TemplateError as exc:
             # Templates reject what the model cannot take (e.g. roles out of order).
-            raise BadRequestError(f"The model's chat template rejected the messages: {exc}",
+            raise InvalidRequest(f"The model's chat template rejected the messages: {exc}",
                                   param="messages") from None

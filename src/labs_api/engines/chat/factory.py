@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -65,6 +66,6 @@ def chat_slot(settings: Settings) -> ModelSlot:
     return ModelSlot(
         model_id=source,
         kind="chat",
-        load=lambda: load_chat_engine(source, source, settings),
+        load=functools.partial(load_chat_engine, source, source, settings),
         description=f"chat via {engine}",
     )

@@ -20,7 +20,7 @@ from labs_api.engines.chat.base import (
 from labs_api.engines.chat.chat_template import CHATML_TEMPLATE, ChatTemplate
 from labs_api.engines.chat.llama_cpp_model import ContextShape, LlamaCppModel
 from labs_api.engines.chat.llama_cpp_scheduler import LlamaCppScheduler
-from labs_api.errors import BadRequestError
+from labs_api.engines.errors import InvalidRequest
 
 
 def default_thread_count() -> int:
@@ -76,6 +76,9 @@ class LlamaCppChatEngine(ChatEngine):
     ) -> AsyncIterator[GenerationChunk]:
         return self.scheduler.submit(prompt, params, grammar_for(params.constraint))
 
+    def queue_stats(self) -> tuple[int, int]:
+        return self.scheduler.active_count(), self.scheduler.waiting_count()
+
     def close(self) -> None:
         self.scheduler.close()
         self.model.close()
@@ -122,5 +125,5 @@ def grammar_for(constraint: OutputConstraint | None) -> str | None:
                              f"{MAX_GRAMMAR_CHARS}")
         return grammar
     except Exception as exc:  # the converter raises plain exceptions for what it cannot do
-        raise BadRequestError(f"Unsupported JSON schema in {constraint.param}: {exc}",
+        raise InvalidRequest(f"Unsupported JSON schema in {constraint.param}: {exc}",
                               param=constraint.param) from None

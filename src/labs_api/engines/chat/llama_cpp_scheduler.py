@@ -28,7 +28,7 @@ from labs_api.engines.chat.admission import (
 from labs_api.engines.chat.base import GenerationChunk, SamplingParams, TokenLogprob
 from labs_api.engines.chat.llama_cpp_model import DecodeError, LlamaCppModel
 from labs_api.engines.chat.stop_text import StopSequenceFilter
-from labs_api.errors import BadRequestError, EngineError, ServiceUnavailableError
+from labs_api.engines.errors import EngineFailed, EngineUnavailable, InvalidRequest
 
 log = logging.getLogger("labs_api.llama_cpp")
 
@@ -108,8 +108,8 @@ class LlamaCppScheduler:
                 log.exception("decode step failed")
                 for slot in self.slots:
                     if slot.request is not None:
-                        self._fail(slot, EngineError(f"Generation failed: {exc}"))
-        error = ServiceUnavailableError("The server is shutting down.")
+                        self._fail(slot, EngineFailed(f"Generation failed: {exc}"))
+        error = EngineUnavailable("The server is shutting down.", code="shutting_down")
         for slot in self.slots:
             self._fail(slot, error)
         self.queue.fail_all(error)
@@ -127,7 +127,7 @@ class LlamaCppScheduler:
         try:
             sampler = model.new_sampler(params, seed & 0xFFFFFFFF, request.grammar)
         except ValueError as exc:
-            request.deliver(BadRequestError(f"Cannot constrain the output: {exc}",
+            request.deliver(InvalidRequest(f"Cannot constrain the output: {exc}",
                                             param="response_format"))
             return
         # Keep the shared prefix; at least one prompt token must be fed to get logits.
@@ -176,7 +176,7 @@ class LlamaCppScheduler:
             model.decode()
         except DecodeError as exc:
             for slot in active:
-                self._fail(slot, EngineError(str(exc)))
+                self._fail(slot, EngineFailed(str(exc)))
             return
         for slot in active:
             if slot.logits_index >= 0 and slot.request is not None:

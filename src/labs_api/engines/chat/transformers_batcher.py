@@ -17,7 +17,7 @@ from typing import Any
 from labs_api.engines.chat.admission import AdmissionQueue, GenerationRequest, deliver_final
 from labs_api.engines.chat.base import GenerationChunk, SamplingParams, TokenLogprob
 from labs_api.engines.chat.stop_text import StopSequenceFilter
-from labs_api.errors import EngineError, ServiceUnavailableError
+from labs_api.engines.errors import EngineFailed, EngineUnavailable
 
 log = logging.getLogger("labs_api.transformers")
 
@@ -89,10 +89,10 @@ class PaddedBatchRunner:
             except Exception as exc:  # keep the worker alive; fail this batch only
                 log.exception("batch generation failed")
                 for request in batch:
-                    request.deliver(EngineError(f"Generation failed: {exc}"))
+                    request.deliver(EngineFailed(f"Generation failed: {exc}"))
             finally:
                 self.running = 0
-        self.queue.fail_all(ServiceUnavailableError("The server is shutting down."))
+        self.queue.fail_all(EngineUnavailable("The server is shutting down.", code="shutting_down"))
 
     def _new_row(self, request: GenerationRequest) -> Row:
         torch = self.torch

@@ -12,7 +12,7 @@ from labs_api.engines.chat.base import ChatEngine, ChatMessage, GenerationChunk,
 from labs_api.engines.chat.chat_template import CHATML_TEMPLATE, ChatTemplate
 from labs_api.engines.chat.transformers_batcher import PaddedBatchRunner
 from labs_api.engines.optional import MissingBackendError, require
-from labs_api.errors import UnsupportedParameterError
+from labs_api.engines.errors import UnsupportedRequest
 
 log = logging.getLogger("labs_api.transformers")
 
@@ -136,7 +136,7 @@ class TransformersChatEngine(ChatEngine):
 
     def check_supported(self, params: SamplingParams) -> None:
         if params.constraint is not None:
-            raise UnsupportedParameterError(
+            raise UnsupportedRequest(
                 f"{params.constraint.param} needs constrained decoding (JSON output), which "
                 "this server runs on GGUF models (llama.cpp engine) only.",
                 param=params.constraint.param,

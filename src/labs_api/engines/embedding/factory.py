@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from labs_api.engines.embedding.base import EmbeddingEngine
@@ -63,6 +64,6 @@ def embedding_slot(settings: Settings) -> ModelSlot:
     return ModelSlot(
         model_id=model_id,
         kind="embedding",
-        load=lambda: load_embedding_batcher(settings),
+        load=functools.partial(load_embedding_batcher, settings),
         description=f"embeddings via sentence-transformers ({where})",
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from labs_api.engines.optional import require
 from labs_api.engines.speech.base import SpeechEngine
 from labs_api.models import ModelSlot
@@ -40,6 +42,6 @@ def speech_slot(settings: Settings) -> ModelSlot:
     return ModelSlot(
         model_id=source,
         kind="speech",
-        load=lambda: load_speech_engine(source, settings),
+        load=functools.partial(load_speech_engine, source, settings),
         description=f"speech via {engine_name(source)}",
     )
