@@ -13,8 +13,8 @@ import pytest
 
 from labs_api.engines.chat.base import ChatMessage, SamplingParams
 from labs_api.engines.chat.factory import bundled_gguf_path
-from labs_api.engines.optional import MissingBackendError
 from labs_api.engines.errors import PromptTooLong
+from labs_api.engines.optional import MissingBackendError
 from tests.e2e.server import running_server
 
 CONTEXT = 256

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient

@@ -55,6 +55,8 @@ class ModelReadiness(BaseModel):
     state: str
     error: str | None = None
     load_seconds: float | None = None
+    pid: int | None = None  # the engine worker's process, when the engine runs in one
+    restarts: int = 0  # times the engine worker was started again after a crash or stall
 
 
 class Readiness(BaseModel):
@@ -73,7 +75,8 @@ async def readiness(request: Request) -> JSONResponse:
     registry: ModelRegistry = request.app.state.registry
     models = [
         ModelReadiness(id=s.model_id, kind=s.kind, state=s.state, error=s.error,
-                       load_seconds=s.load_seconds)
+                       load_seconds=s.load_seconds, restarts=s.restarts,
+                       pid=s.worker.pid if s.worker is not None else None)
         for s in registry.slots
     ]
     failed = any(m.state == "failed" for m in models)

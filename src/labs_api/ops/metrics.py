@@ -24,7 +24,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from labs_api.models import ModelRegistry
@@ -109,7 +109,20 @@ class ModelCollector(Collector):
         waiting = GaugeMetricFamily("labs_chat_requests_waiting",
                                     "Chat requests queued for a free generation slot",
                                     labels=["model"])
+        restarts = CounterMetricFamily(
+            "labs_engine_restarts", "Times a model's engine worker was started again after it "
+            "crashed or stalled", labels=["model", "kind"])
+        messages = CounterMetricFamily(
+            "labs_engine_ipc_messages", "Messages from a model's engine worker to the server",
+            labels=["model", "kind"])
+        events = CounterMetricFamily(
+            "labs_engine_ipc_events", "Events (tokens, results) those messages carried",
+            labels=["model", "kind"])
         for slot in self.models.slots:
+            if slot.worker is not None:
+                restarts.add_metric([slot.model_id, slot.kind], float(slot.restarts))
+                messages.add_metric([slot.model_id, slot.kind], float(slot.worker.frames))
+                events.add_metric([slot.model_id, slot.kind], float(slot.worker.events))
             ready.add_metric([slot.model_id, slot.kind], 1.0 if slot.state == "ready" else 0.0)
             if slot.load_seconds is not None:
                 load.add_metric([slot.model_id, slot.kind], slot.load_seconds)
@@ -123,7 +136,7 @@ class ModelCollector(Collector):
                 if counts is not None:
                     active.add_metric([slot.model_id], float(counts[0]))
                     waiting.add_metric([slot.model_id], float(counts[1]))
-        yield from (ready, load, active, waiting)
+        yield from (ready, load, active, waiting, restarts, messages, events)
         yield from gpu_memory()
 
 

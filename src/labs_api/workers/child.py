@@ -60,7 +60,7 @@ class Outbox:
             data = b"".join(self._encode_alone(event) for event in batch)
         self.writer.write(data)
         self.frames += 1
-        self.events += len(batch)
+        self.events += sum(1 for event in batch if event[0] != 0)  # requests' events only
 
     @staticmethod
     def _encode_alone(event: tuple[int, str, Any]) -> bytes:

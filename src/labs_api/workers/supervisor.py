@@ -138,6 +138,7 @@ class EngineWorker:
         self._closing = False
         self._updated: list[Callable[[dict[str, Any]], None]] = []
         self._quick_crashes = 0  # crashes in a row, each soon after a start
+        self._totals_before = (0, 0)  # frames and events of the runs before this one
         self._stalled = False
 
     @property
@@ -293,7 +294,9 @@ class EngineWorker:
     def _worker_event(self, what: str, payload: Any) -> None:
         if what == "beat":
             self.queue = payload["queue"]
-            self.frames, self.events = payload["frames"], payload["events"]
+            # Totals over every run of the worker (each new process counts from zero).
+            self.frames = self._totals_before[0] + payload["frames"]
+            self.events = self._totals_before[1] + payload["events"]
             if payload["progress"] != self._progress:
                 self._progress = payload["progress"]
                 self._note_progress()
@@ -320,6 +323,7 @@ class EngineWorker:
         if self._closing:
             return
         self._run = None
+        self._totals_before = (self.frames, self.events)
         stall = f"no progress for {self.options.stall_seconds:g} s"
         self.last_exit = stall if self._stalled else describe_exit(code)
         self._stalled = False

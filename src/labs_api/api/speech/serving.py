@@ -13,8 +13,8 @@ from labs_api.api.speech.protocol import (
     TTSRequest,
 )
 from labs_api.audio import audio_encoder, time_stretch, wav_bytes
-from labs_api.engines.speech.base import SpeechEngine
 from labs_api.engines.errors import EngineRequestError
+from labs_api.engines.speech.base import SpeechEngine
 from labs_api.errors import APIError, BadRequestError, EngineError
 from labs_api.models import ModelRegistry
 from labs_api.settings import Settings

@@ -11,8 +11,8 @@ from labs_api.engines.chat.admission import AdmissionQueue, QueuePolicy
 from labs_api.engines.chat.base import ChatEngine, ChatMessage, GenerationChunk, SamplingParams
 from labs_api.engines.chat.chat_template import CHATML_TEMPLATE, ChatTemplate
 from labs_api.engines.chat.transformers_batcher import PaddedBatchRunner
-from labs_api.engines.optional import MissingBackendError, require
 from labs_api.engines.errors import UnsupportedRequest
+from labs_api.engines.optional import MissingBackendError, require
 
 log = logging.getLogger("labs_api.transformers")
 
