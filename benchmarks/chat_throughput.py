@@ -220,16 +220,26 @@ def main() -> None:
         print(f"  {clients} clients done", flush=True)
     engine.close()
 
-    print("our server (labs-api)", flush=True)
-    with labs_server({"LABS_PARALLEL": str(slots), "LABS_N_CTX": str(n_ctx)}) as base:
-        model = httpx.get(f"{base}/v1/models").json()["data"][0]["id"]
-        asyncio.run(run_http_level(base, model, 1, 8, "warm-up"))
-        for clients in levels:
-            results.append(asyncio.run(run_http_level(base, model, clients, args.max_tokens,
-                                                      "labs-api")))
-            print(f"  {clients} clients done", flush=True)
-        print("mixed load", flush=True)
-        mixed = asyncio.run(mixed_load(base, model, args.max_tokens, args.mixed_seconds))
+    mixed: dict[str, dict] = {}
+    ipc: dict[str, float] = {}
+    for target, workers in (("labs-api", "true"), (IN_PROCESS, "false")):
+        print(f"our server ({target})", flush=True)
+        with labs_server({"LABS_PARALLEL": str(slots), "LABS_N_CTX": str(n_ctx),
+                          "LABS_ENGINE_WORKERS": workers}) as base:
+            model = httpx.get(f"{base}/v1/models").json()["data"][0]["id"]
+            asyncio.run(run_http_level(base, model, 1, 8, "warm-up"))
+            for clients in levels:
+                before = ipc_counts(base)
+                results.append(asyncio.run(run_http_level(base, model, clients,
+                                                          args.max_tokens, target)))
+                after = ipc_counts(base)
+                if workers == "true" and after[0] > before[0]:
+                    ipc[f"{clients} clients: token events per message"] = (
+                        (after[1] - before[1]) / (after[0] - before[0]))
+                print(f"  {clients} clients done", flush=True)
+            print("mixed load", flush=True)
+            mixed[target] = asyncio.run(mixed_load(base, model, args.max_tokens,
+                                                   args.mixed_seconds))
 
     if not args.skip_peer and importlib.util.find_spec("sse_starlette") is not None:
         print("llama-cpp-python's server (llama_cpp.server)", flush=True)
@@ -253,11 +263,28 @@ def main() -> None:
 
     ratios = comparisons(results)
     print_table("Ratios", ["comparison", "value"], [[k, v] for k, v in ratios.items()])
-    print_table("Mixed load (one chat stream; embeddings and speech requests in a loop)",
-                ["measure", "value"], [[k, v] for k, v in mixed.items()])
+    print_table("Engine worker messages (heartbeats excluded)", ["measure", "value"],
+                [[k, v] for k, v in ipc.items()])
+    for target, figures in mixed.items():
+        print_table(f"Mixed load, {target} (one chat stream; embeddings and speech requests "
+                    "in a loop)", ["measure", "value"], [[k, v] for k, v in figures.items()])
     write_results("chat_throughput", {
         "max_tokens": args.max_tokens, "threads": threads, "slots": slots,
-        "levels": [asdict(r) for r in results], "ratios": ratios, "mixed_load": mixed})
+        "levels": [asdict(r) for r in results], "ratios": ratios, "mixed_load": mixed,
+        "ipc": ipc})
+
+
+IN_PROCESS = "labs-api, engines in-process"
+
+
+def ipc_counts(base: str) -> tuple[float, float]:
+    """(messages, events) the chat worker has sent, from /metrics."""
+    text = httpx.get(f"{base}/metrics").text
+    found = {}
+    for name in ("labs_engine_ipc_messages_total", "labs_engine_ipc_events_total"):
+        found[name] = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                          if line.startswith(name) and 'kind="chat"' in line)
+    return found["labs_engine_ipc_messages_total"], found["labs_engine_ipc_events_total"]
 
 
 def comparisons(results: list[LevelResult]) -> dict[str, float]:
@@ -271,6 +298,11 @@ def comparisons(results: list[LevelResult]) -> dict[str, float]:
             ours1.per_request_decode_tok_s / direct1.per_request_decode_tok_s)
         ratios["1 client: our TTFT - engine direct TTFT (ms)"] = (
             ours1.ttft_p50_ms - direct1.ttft_p50_ms)
+    for clients in (1, 8, 16):
+        ours, before = find("labs-api", clients), find(IN_PROCESS, clients)
+        if ours and before:
+            ratios[f"{clients} clients: aggregate, workers / in-process"] = (
+                ours.aggregate_tok_s / before.aggregate_tok_s)
     ours8, peer8 = find("labs-api", 8), find("llama_cpp.server", 8)
     if ours8 and peer8:
         ratios["8 clients: our aggregate / llama_cpp.server"] = (

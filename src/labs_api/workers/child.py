@@ -59,8 +59,9 @@ class Outbox:
         except Exception:  # one event would not pickle: send the others, and its error
             data = b"".join(self._encode_alone(event) for event in batch)
         self.writer.write(data)
-        self.frames += 1
-        self.events += sum(1 for event in batch if event[0] != 0)  # requests' events only
+        work = sum(1 for event in batch if event[0] != 0)  # requests' events, not beats
+        self.frames += 1 if work else 0
+        self.events += work
 
     @staticmethod
     def _encode_alone(event: tuple[int, str, Any]) -> bytes:

@@ -39,8 +39,10 @@ def load_chat_engine(source: str, model_id: str, settings: Settings) -> ChatEngi
     if is_gguf(source):
         if not Path(source).is_file():
             raise FileNotFoundError(f"LABS_MODEL names a GGUF file that does not exist: {source}")
+        from labs_api.engines.chat.llama_cpp_build import report_build
         from labs_api.engines.chat.llama_cpp_engine import LlamaCppChatEngine, LlamaCppOptions
 
+        report_build()
         return LlamaCppChatEngine(model_id, source, LlamaCppOptions(
             context_per_slot=settings.n_ctx, slots=settings.parallel,
             threads=settings.n_threads, max_waiting=settings.max_queue,
