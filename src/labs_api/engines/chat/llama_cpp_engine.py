@@ -106,6 +106,17 @@ def largest_count(schema: object) -> int:
     return max([0, *counts, *(largest_count(value) for value in schema.values())])
 
 
+#: llama-cpp-python's schema converter lets a JSON string hold raw control characters
+#: (``char ::= [^"\\] | ...``), so a constrained answer could be invalid JSON (a raw newline
+#: inside a string); JSON allows them only escaped.
+_LOOSE_CHAR = re.compile(r'^(char ::= )\[\^"\\\\\]', re.MULTILINE)
+
+
+def strict_json_strings(grammar: str) -> str:
+    """The grammar with its string characters limited to what JSON allows unescaped."""
+    return _LOOSE_CHAR.sub(lambda m: m.group(1) + r'[^"\\\x7F\x00-\x1F]', grammar)
+
+
 def grammar_for(constraint: OutputConstraint | None) -> str | None:
     """The GBNF grammar that makes llama.cpp's output valid JSON (against a schema, if any)."""
     if constraint is None:
@@ -119,7 +130,8 @@ def grammar_for(constraint: OutputConstraint | None) -> str | None:
         if count > MAX_SCHEMA_COUNT:
             raise ValueError(f"a repetition count of {count} (minLength, maxLength, minItems, "
                              f"maxItems or a pattern's {{m,n}}); at most {MAX_SCHEMA_COUNT}")
-        grammar = llama_grammar.json_schema_to_gbnf(json.dumps(constraint.schema or {}))
+        grammar = strict_json_strings(
+            llama_grammar.json_schema_to_gbnf(json.dumps(constraint.schema or {})))
         if len(grammar) > MAX_GRAMMAR_CHARS:
             raise ValueError(f"its grammar is {len(grammar)} characters; at most "
                              f"{MAX_GRAMMAR_CHARS}")
