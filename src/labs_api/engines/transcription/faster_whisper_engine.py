@@ -28,12 +28,14 @@ FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 class FasterWhisperEngine(TranscriptionEngine):
     def __init__(self, model_id: str, source: str, *, threads: int = 1,
                  compute_type: str = "float32", beam_size: int = 5, max_queue: int = 8,
-                 hf_token: str | None = None) -> None:
+                 hf_token: str | None = None, files: dict[str, bytes] | None = None) -> None:
+        """``source``: a model directory or Hub id; with ``files`` (the model's files in
+        memory), only a name."""
         super().__init__(max_queue=max_queue)
         faster_whisper = require("faster_whisper", package="faster-whisper")
         self._model = faster_whisper.WhisperModel(
             source, device="cpu", compute_type=compute_type, cpu_threads=threads,
-            num_workers=1, use_auth_token=hf_token or None)
+            num_workers=1, use_auth_token=hf_token or None, files=files)
         self.model_id = model_id
         self.threads = threads
         self.compute_type = compute_type
