@@ -4,6 +4,11 @@ speech, transcribed back, scored by word error rate)."""
 
 from __future__ import annotations
 
+import os
+import re
+import time
+from pathlib import Path
+
 import httpx
 import numpy as np
 import openai
@@ -149,3 +154,29 @@ def test_a_file_over_25_mib_is_a_413(base_url):
                           files={"file": ("big.wav", bytes(25 * 1024 * 1024 + 1))}, timeout=60)
     assert response.status_code == 413
     assert response.json()["error"]["param"] == "file"
+
+
+def worker_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_client_that_disconnects_stops_the_worker(openai_client, base_url, server_log):
+    pids = re.findall(r"started the transcription worker for \S+ \(pid (\d+)\)",
+                      server_log.read_text())
+    if not pids or not os.path.exists(f"/proc/{pids[-1]}/stat"):
+        pytest.skip("needs the transcription worker's pid (Linux /proc and the server log)")
+    pid = int(pids[-1])
+    long_text = " ".join(SENTENCES * 4)  # about 90 s of speech: several 30 s windows
+    audio = openai_client.audio.speech.create(model="tts-1", voice="alloy", input=long_text,
+                                              response_format="mp3").content
+    with httpx.stream("POST", f"{base_url}/v1/audio/transcriptions", timeout=120,
+                      data={"model": "whisper-1", "stream": "true"},
+                      files={"file": ("long.mp3", audio)}) as response:
+        first = next(line for line in response.iter_lines() if line.startswith("data: "))
+    assert "transcript.text.delta" in first
+    time.sleep(6)  # the window in progress may finish; no further one may start
+    before = worker_cpu_seconds(pid)
+    time.sleep(3)
+    assert worker_cpu_seconds(pid) - before < 0.5  # idle, not decoding the rest
