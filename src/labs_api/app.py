@@ -19,6 +19,8 @@ from labs_api.api.embeddings.serving import EmbeddingService
 from labs_api.api.models import router as models_router
 from labs_api.api.speech.router import router as speech_router
 from labs_api.api.speech.serving import SpeechService
+from labs_api.api.transcription.router import router as transcription_router
+from labs_api.api.transcription.serving import TranscriptionService
 from labs_api.catalog import build_registry, worker_options
 from labs_api.errors import install_error_handlers
 from labs_api.models import ModelRegistry
@@ -49,7 +51,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app = FastAPI(
         title="AI Labs API",
         version=__version__,
-        description="OpenAI-compatible chat, embeddings, similarities and text-to-speech.",
+        description="OpenAI-compatible chat, embeddings, similarities, text-to-speech and "
+        "speech-to-text.",
         lifespan=lifespan,
         docs_url=None,  # /docs and /redoc come from labs_api.api.docs, without a CDN
         redoc_url=None,
@@ -60,12 +63,14 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.completion_service = CompletionService(registry, settings)
     app.state.embedding_service = EmbeddingService(registry)
     app.state.speech_service = SpeechService(registry, settings)
+    app.state.transcription_service = TranscriptionService(registry, settings)
     install_error_handlers(app)
     app.include_router(models_router)
     app.include_router(chat_router)
     app.include_router(completions_router)
     app.include_router(embeddings_router)
     app.include_router(speech_router)
+    app.include_router(transcription_router)
     # Keys, rate limit, CORS, body size, request ids and access log, /metrics, offline /docs.
     install_operations(app, settings)
     return app

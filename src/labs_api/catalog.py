@@ -5,17 +5,20 @@ from __future__ import annotations
 from labs_api.engines.chat.factory import chat_slot
 from labs_api.engines.embedding.factory import embedding_slot
 from labs_api.engines.speech.factory import speech_slot
+from labs_api.engines.transcription.factory import transcription_slot
 from labs_api.models import ModelRegistry, ModelSlot
 from labs_api.settings import Settings
 from labs_api.workers.supervisor import WorkerOptions
 
 
 def build_registry(settings: Settings, workers: WorkerOptions | None = None) -> ModelRegistry:
-    """One slot per configured model: chat, then embeddings, then speech; each engine in a
+    """One slot per configured model: chat, then embeddings, speech and
+    transcription; each engine in a
     worker process of its own when ``workers`` is given."""
     slots: list[ModelSlot] = [chat_slot(settings)]
     slots.append(embedding_slot(settings))
     slots.append(speech_slot(settings))
+    slots.append(transcription_slot(settings))
     return ModelRegistry(slots, workers)
 
 

@@ -99,6 +99,32 @@ class Settings(BaseSettings):
     )
     # --- end of speech block ---
 
+    # --- Speech-to-text (see README "Speech-to-text") ---
+    stt_model: str = Field(
+        "whisper-tiny.en",
+        min_length=1,
+        description="Transcription model: the bundled whisper-tiny.en, whisper-base (extra "
+        "stt-multilingual), a CTranslate2 Whisper directory, or a HuggingFace id of a "
+        "CTranslate2 Whisper model (faster-whisper)",
+    )
+    stt_threads: int = Field(
+        1, ge=1, le=64, description="CTranslate2 threads of the Whisper model (1 leaves the "
+        "other cores to the chat model)"
+    )
+    stt_compute_type: Literal["int8", "int8_float32", "float32", "float16", "default"] = Field(
+        "float32", description="CTranslate2 compute type of the Whisper model"
+    )
+    stt_beam_size: int = Field(5, ge=1, le=16, description="Beam size of Whisper decoding")
+    stt_max_audio_seconds: float = Field(
+        600.0, gt=0, le=36000, description="Longest audio accepted for transcription (longer: "
+        "400), which bounds the work one request can ask for"
+    )
+    stt_max_queue: int = Field(
+        8, ge=0, le=1024, description="Transcriptions that may wait while others run; one "
+        "more gets 503"
+    )
+    # --- end of speech-to-text block ---
+
     # --- operations and security (see README "Operations and security") ---
     api_key: str | None = Field(
         None, repr=False,

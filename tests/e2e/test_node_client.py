@@ -1,6 +1,7 @@
 """The official `openai` Node package against the real server (tests/e2e/node/client_check.mjs):
 chat plain, streaming, JSON mode, a required tool call, embeddings (the SDK's default base64,
-decoded by the SDK) and the exception class of an unknown model.
+decoded by the SDK), a transcription (plain and streamed) and the exception class of an unknown
+model.
 
 The package is installed from npm into tests/e2e/node/node_modules (ignored by git) on the first
 run and reused after. Skipped only when `node` or `npm` is missing.
@@ -120,3 +121,11 @@ def test_unknown_model_throws_not_found(results):
     assert error["status"] == 404
     assert error["code"] == "model_not_found" and error["type"] == "invalid_request_error"
     assert "no-such-model" in error["message"]
+
+
+def test_transcription_of_our_own_speech(results):
+    heard = check(results, "transcription")
+    assert "quick brown fox" in heard["text"].lower(), heard["text"]
+    assert heard["usage"]["type"] == "duration" and heard["usage"]["seconds"] >= 2
+    assert heard["types"][-1] == "transcript.text.done" and len(heard["deltas"]) >= 1
+    assert "".join(heard["deltas"]) == heard["done"] == heard["text"]

@@ -34,6 +34,7 @@ from labs_api.engines.embedding.batcher import EmbeddingBatcher
 from labs_api.models import ModelRegistry, ModelSlot
 from labs_api.settings import Settings
 from tests.e2e.server import running_server
+from tests.fake_transcription import FakeTranscriptionEngine
 from tests.fakes import FakeChatEngine
 from tests.unit.test_embeddings_batcher import FakeEmbeddingEngine
 from tests.unit.test_speech_http import FakeSpeechEngine
@@ -45,10 +46,12 @@ pytestmark = pytest.mark.slow
 CHAT = "SmolLM2-135M-Instruct"
 EMBEDDING = "sentence-transformers/all-MiniLM-L6-v2"
 SPEECH = "en_US-joe-medium"
+TRANSCRIPTION = "whisper-tiny.en"
 SERVED_MODEL = {
     "/v1/chat/completions": CHAT, "/v1/completions": CHAT,
     "/v1/embeddings": EMBEDDING, "/v1/similarities": EMBEDDING,
     "/v1/audio/speech": SPEECH, "/v1/tts": SPEECH,
+    "/v1/audio/transcriptions": TRANSCRIPTION, "/v1/audio/translations": TRANSCRIPTION,
 }
 
 FAKE_EXAMPLES = int(os.environ.get("LABS_FUZZ_EXAMPLES", "200"))
@@ -82,6 +85,8 @@ def fake_registry() -> KeptRegistry:
                   engine=batcher),
         ModelSlot(model_id=SPEECH, kind="speech", load=lambda: None, state="ready",
                   engine=FakeSpeechEngine(SPEECH)),
+        ModelSlot(model_id=TRANSCRIPTION, kind="transcription", load=lambda: None,
+                  state="ready", engine=FakeTranscriptionEngine(TRANSCRIPTION)),
     ])
 
 

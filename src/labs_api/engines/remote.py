@@ -118,15 +118,28 @@ class RemoteSpeechEngine(RemoteEngine):
         return split_sentences(text, self.max_sentence_chars)
 
 
+class RemoteTranscriptionEngine(RemoteEngine):
+    """Stands for a ``TranscriptionEngine``: the samples go to the host, the info and each
+    segment come back as they are decoded."""
+
+    what = "transcription"
+    multilingual: bool
+    languages: dict[str, str]
+
+    def stream(self, samples: np.ndarray, options: Any) -> AsyncIterator[Any]:
+        return self._transport.stream("transcribe", samples, options)
+
+
 PROXIES: dict[str, type[RemoteEngine]] = {
-    "chat": RemoteChatEngine, "embedding": RemoteEmbeddingBatcher, "speech": RemoteSpeechEngine}
+    "chat": RemoteChatEngine, "embedding": RemoteEmbeddingBatcher, "speech": RemoteSpeechEngine,
+    "transcription": RemoteTranscriptionEngine}
 
 
 class EngineHost:
     """The other side: serves a proxy's calls on a real engine (in a worker or a replica).
 
     Method names are what proxies call: ``tokenize`` and ``stream`` for chat, ``embed`` for
-    embeddings, ``stream`` for speech.
+    embeddings, ``stream`` for speech, ``transcribe`` for speech-to-text.
     """
 
     def __init__(self, kind: str, engine: Any) -> None:
@@ -173,6 +186,9 @@ class EngineHost:
 
     async def embed(self, texts: list[str], task: str) -> Any:
         return await self.engine.embed(texts, task)
+
+    def transcribe(self, samples: Any, options: Any) -> AsyncIterator[Any]:
+        return self.engine.stream(samples, options)
 
     def queue_stats(self) -> tuple[int, int] | None:
         stats = getattr(self.engine, "queue_stats", None)

@@ -8,6 +8,8 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from labs_api.api.docs import install_docs
+from labs_api.api.transcription.protocol import FORM_OVERHEAD_BYTES, MAX_FILE_BYTES
+from labs_api.api.transcription.router import TRANSCRIPTION_PATHS
 from labs_api.ops.access_log import REQUEST_ID_HEADER, RequestLogMiddleware, RouteTemplates
 from labs_api.ops.body_limit import BodySizeLimitMiddleware
 from labs_api.ops.metrics import Metrics
@@ -35,7 +37,10 @@ def install_operations(app: FastAPI, settings: Settings) -> None:
 
     # add_middleware puts each new layer outside the ones before it: innermost first.
     if settings.max_body_bytes:
-        app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+        # Audio uploads may be as large as OpenAI accepts (25 MiB), whatever the general limit.
+        audio_limit = max(settings.max_body_bytes, MAX_FILE_BYTES + FORM_OVERHEAD_BYTES)
+        app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes,
+                           path_limits=dict.fromkeys(TRANSCRIPTION_PATHS, audio_limit))
     if settings.rate_limit:
         app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(settings.rate_limit))
     keys = settings.api_keys()

@@ -34,6 +34,10 @@ def build_application(settings: Settings) -> Any:
     handles: dict[str, Any] = {}
     seen: collections.Counter[str] = collections.Counter()
     for slot in build_registry(settings).slots:  # (no model is loaded here)
+        if slot.kind not in REPLICAS:
+            log.warning("%s model %s is not served under Ray Serve (no deployment for it yet)",
+                        slot.kind, slot.model_id)
+            continue
         seen[slot.kind] += 1
         name = DEPLOYMENT_NAMES[slot.kind] + (str(seen[slot.kind]) if seen[slot.kind] > 1 else "")
         deployment = REPLICAS[slot.kind].options(name=name, **model_options(settings, slot.kind))

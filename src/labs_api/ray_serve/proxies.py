@@ -101,7 +101,7 @@ def connect(kind: ModelKind, handle: Any) -> RemoteEngine:
 
 def proxy_registry(settings: Settings, handles: dict[str, Any]) -> ModelRegistry:
     """The catalog's registry (same ids, kinds, order), each slot loading a proxy engine."""
-    registry = build_registry(settings)
-    for slot in registry.slots:
+    slots = [slot for slot in build_registry(settings).slots if slot.model_id in handles]
+    for slot in slots:  # (kinds without a deployment, e.g. transcription, are left out)
         slot.load = functools.partial(connect, slot.kind, handles[slot.model_id])
-    return registry
+    return ModelRegistry(slots)

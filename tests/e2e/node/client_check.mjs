@@ -1,12 +1,13 @@
 // The official `openai` Node package against a running server: chat (plain, streaming, JSON
-// mode, a required tool call), embeddings (the SDK's default base64, decoded by the SDK) and an
-// error (an unknown model). Prints one JSON object with what each check saw; the pytest test
+// mode, a required tool call), embeddings (the SDK's default base64, decoded by the SDK), a
+// transcription of our own speech (plain and streamed) and an error (an unknown model).
+// Prints one JSON object with what each check saw; the pytest test
 // (tests/e2e/test_node_client.py) makes the assertions. A check that throws records its error
 // instead of stopping the others.
 //
 // usage: node client_check.mjs BASE_URL CHAT_MODEL EMBEDDING_MODEL
 
-import OpenAI, { NotFoundError } from "openai";
+import OpenAI, { NotFoundError, toFile } from "openai";
 
 const [baseURL, chatModel, embeddingModel] = process.argv.slice(2);
 const client = new OpenAI({ baseURL: `${baseURL}/v1`, apiKey: "not-needed", maxRetries: 0,
@@ -91,6 +92,26 @@ const checks = {
              norms: vectors.map((v) => Math.sqrt(v.reduce((s, x) => s + x * x, 0))),
              all_numbers: vectors.every((v) => v.every(Number.isFinite)),
              usage: r.usage };
+  },
+
+  async transcription() {
+    // Our own voice says a sentence; Whisper hears it back, whole and streamed.
+    const speech = await client.audio.speech.create({
+      model: "tts-1", voice: "alloy", input: "The quick brown fox jumps over the lazy dog.",
+      response_format: "wav" });
+    const audio = Buffer.from(await speech.arrayBuffer());
+    const r = await client.audio.transcriptions.create({
+      model: "whisper-1", file: await toFile(audio, "speech.wav") });
+    const stream = await client.audio.transcriptions.create({
+      model: "whisper-1", file: await toFile(audio, "speech.wav"), stream: true });
+    const types = [], deltas = [];
+    let done = null;
+    for await (const event of stream) {
+      types.push(event.type);
+      if (event.type === "transcript.text.delta") deltas.push(event.delta);
+      if (event.type === "transcript.text.done") done = event.text;
+    }
+    return { text: r.text, usage: r.usage, types, deltas, done };
   },
 
   async not_found() {

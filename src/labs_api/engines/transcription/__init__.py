@@ -1,0 +1,1 @@
+"""Speech-to-text engines: 16 kHz samples in, timed text segments out (no HTTP)."""
