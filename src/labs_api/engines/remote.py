@@ -159,25 +159,13 @@ class EngineHost:
             text, voice = args
             return self.engine.stream(text, voice)
         source, params = args
-        what, value = source
-        if what == "messages":
-            return self._chat_from_messages(value, params)
-        if what == "text":
-            return self._chat_from_text(value, params)
-        return self.engine.stream_prompt(list(value), params)
+        if source[0] == "tokens":
+            return self.engine.stream_prompt(list(source[1]), params)
+        return self._chat_after_tokenizing(source, params)
 
-    async def _chat_from_messages(self, messages: list[ChatMessage],
-                                  params: SamplingParams) -> AsyncIterator[GenerationChunk]:
-        chunks = self.engine.stream_prompt(await self.engine.prompt_tokens(messages), params)
-        try:
-            async for chunk in chunks:
-                yield chunk
-        finally:
-            await chunks.aclose()
-
-    async def _chat_from_text(self, text: str,
-                              params: SamplingParams) -> AsyncIterator[GenerationChunk]:
-        chunks = self.engine.stream_prompt(await self.engine.text_tokens(text), params)
+    async def _chat_after_tokenizing(self, source: PromptSource,
+                                     params: SamplingParams) -> AsyncIterator[GenerationChunk]:
+        chunks = self.engine.stream_prompt(await self.tokenize(source), params)
         try:
             async for chunk in chunks:
                 yield chunk
