@@ -6,7 +6,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from labs_api.api.chat.protocol import MAX_CHOICES, StreamOptions, parse_logit_bias
+from labs_api.api.chat.protocol import (
+    MAX_CHOICES,
+    MAX_STOP_SEQUENCES,
+    StreamOptions,
+    parse_logit_bias,
+)
+from labs_api.api.request_model import RequestModel
 from labs_api.engines.chat.base import SamplingParams
 from labs_api.settings import Settings
 
@@ -16,7 +22,7 @@ MAX_PROMPTS = 16
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
 
 
-class CompletionRequest(BaseModel):
+class CompletionRequest(RequestModel):
     """OpenAI's legacy completion fields. Unknown fields, and ``suffix``, are rejected (422)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -33,7 +39,8 @@ class CompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     logprobs: int | None = Field(None, ge=0, le=5)
     echo: bool = False
-    stop: str | list[str] | None = Field(None, max_length=4)
+    stop: str | Annotated[list[str], Field(max_length=MAX_STOP_SEQUENCES)] | None = Field(
+        None, description=f"A stop sequence, or up to {MAX_STOP_SEQUENCES}")
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
@@ -52,6 +59,8 @@ class CompletionRequest(BaseModel):
             raise ValueError(f"at most {MAX_PROMPTS} prompts per request")
         if self.echo and self.stream:
             raise ValueError("echo is not supported with stream")
+        if isinstance(self.stop, list) and not all(self.stop):  # as chat
+            raise ValueError("stop sequences must not be empty")
         parse_logit_bias(self.logit_bias)
         return self
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from labs_api.api.completions.protocol import (
     CompletionUsage,
 )
 from labs_api.engines.chat.base import ChatEngine, TokenLogprob
-from labs_api.errors import BadRequestError
+from labs_api.errors import BadRequestError, UnsupportedParameterError
 from labs_api.models import ModelRegistry
 from labs_api.settings import Settings
 
@@ -32,13 +33,16 @@ class CompletionService:
         engine: ChatEngine = await self.registry.engine("chat", request.model)
         params = request.to_sampling_params(self.settings)
         check_logit_bias(engine, params)
-        check_token_ids(engine, request.prompts())
+        prompts = request.prompts()
+        check_token_ids(engine, prompts)
+        texts = await asyncio.to_thread(echo_texts, engine, prompts) if request.echo else []
+        # Tokenizing takes time in proportion to the text: off the event loop.
+        token_lists = await asyncio.to_thread(
+            lambda: [engine.tokenize_text(p) if isinstance(p, str) else p for p in prompts])
         opened = OpenedChoices(engine)
-        texts, prompt_tokens = [], 0
+        prompt_tokens = 0
         try:
-            for prompt in request.prompts():
-                tokens = engine.tokenize_text(prompt) if isinstance(prompt, str) else prompt
-                texts.append(prompt if isinstance(prompt, str) else "")
+            for tokens in token_lists:
                 prompt_tokens += len(tokens)
                 opened.streams += (await open_choices(engine, tokens, params, request.n)).streams
         except BaseException:
@@ -92,6 +96,24 @@ class CompletionService:
                    "model": model, "choices": [],
                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                              "total_tokens": prompt_tokens + completion}}
+
+
+def echo_texts(engine: ChatEngine, prompts: list[str | list[int]]) -> list[str]:
+    """What ``echo`` puts before each completion: the prompt's text, a token-id prompt
+    detokenized by the engine (``detokenize``; an engine without it cannot echo token ids)."""
+    detokenize = getattr(engine, "detokenize", None)
+    texts = []
+    for prompt in prompts:
+        if isinstance(prompt, str):
+            texts.append(prompt)
+        elif detokenize is None:
+            raise UnsupportedParameterError(
+                f"echo with a token-id prompt needs the text of the tokens, which the "
+                f"'{engine.model_id}' engine cannot give; send the prompt as text",
+                param="echo")
+        else:
+            texts.append(detokenize(prompt))
+    return texts
 
 
 def check_token_ids(engine: ChatEngine, prompts: list[str | list[int]]) -> None:
