@@ -50,18 +50,28 @@ def _refuse(param: str, what: str, limit: int, variable: str | None = None) -> N
 
 
 def _chars(value: Any) -> int:
-    """Characters in every string of ``value`` (keys included)."""
+    """Characters in every string value of ``value`` (not its keys)."""
     total, stack = 0, [value]
     while stack:
         node = stack.pop()
         if isinstance(node, str):
             total += len(node)
         elif isinstance(node, dict):
-            total += sum(len(k) for k in node if isinstance(k, str))
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
     return total
+
+
+def _message_chars(message: Any) -> int:
+    """The text of a message: its content (or its parts' text), name, tool calls and ids."""
+    if not isinstance(message, dict):
+        return 0
+    content = message.get("content")
+    total = _chars([message.get(k) for k in ("name", "tool_call_id", "tool_calls", "refusal")])
+    if isinstance(content, list):
+        return total + _chars([p.get("text") for p in content if isinstance(p, dict)])
+    return total + _chars(content)
 
 
 def _text_of(value: Any, param: str, limit: int, variable: str) -> int:
@@ -98,7 +108,7 @@ def check_chat(body: Any, limits: RequestLimits) -> None:
             if isinstance(calls, list) and len(calls) > limits.max_tools:
                 _refuse("messages", f"a message with {len(calls)} tool calls", limits.max_tools,
                         "LABS_MAX_TOOLS")
-        chars = _chars(messages)
+        chars = sum(_message_chars(m) for m in messages)
     tools = body.get("tools")
     schemas: list[tuple[str, Any]] = []
     if isinstance(tools, list):

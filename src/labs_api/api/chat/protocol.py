@@ -155,6 +155,16 @@ def output_constraint(response_format: ResponseFormat | None) -> OutputConstrain
     return OutputConstraint("json_schema", response_format.json_schema.schema_ or {})
 
 
+def check_stop(value: str | list[str] | None) -> str | list[str] | None:
+    """One stop string (of any length), or a list of up to 4 non-empty ones."""
+    if isinstance(value, list):
+        if len(value) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
+        if any(not s for s in value):
+            raise ValueError("stop sequences must not be empty")
+    return value
+
+
 def parse_logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
     if not bias:
         return ()
@@ -216,15 +226,7 @@ class ChatCompletionRequest(RequestModel):
     parallel_tool_calls: bool | None = Field(
         None, description="Accepted; at most one call is made per choice")
 
-    @field_validator("stop")
-    @classmethod
-    def _check_stop(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list):
-            if len(value) > MAX_STOP_SEQUENCES:
-                raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
-            if any(not s for s in value):
-                raise ValueError("stop sequences must not be empty")
-        return value
+    _check_stop = field_validator("stop")(check_stop)
 
     @model_validator(mode="after")
     def _check_last_message(self) -> ChatCompletionRequest:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from labs_api.api.chat.protocol import (
     MAX_CHOICES,
     MAX_STOP_SEQUENCES,
     StreamOptions,
+    check_stop,
     parse_logit_bias,
 )
 from labs_api.api.request_model import RequestModel
@@ -39,7 +40,7 @@ class CompletionRequest(RequestModel):
     stream_options: StreamOptions | None = None
     logprobs: int | None = Field(None, ge=0, le=5)
     echo: bool = False
-    stop: str | Annotated[list[str], Field(max_length=MAX_STOP_SEQUENCES)] | None = Field(
+    stop: str | list[str] | None = Field(
         None, description=f"A stop sequence, or up to {MAX_STOP_SEQUENCES}")
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0
@@ -47,6 +48,8 @@ class CompletionRequest(RequestModel):
     seed: int | None = None
     user: str | None = None
     suffix: None = Field(None, description="Not supported (insertion needs a FIM model)")
+
+    _check_stop = field_validator("stop")(check_stop)
 
     @model_validator(mode="after")
     def _check(self) -> CompletionRequest:
@@ -59,8 +62,6 @@ class CompletionRequest(RequestModel):
             raise ValueError(f"at most {MAX_PROMPTS} prompts per request")
         if self.echo and self.stream:
             raise ValueError("echo is not supported with stream")
-        if isinstance(self.stop, list) and not all(self.stop):  # as chat
-            raise ValueError("stop sequences must not be empty")
         parse_logit_bias(self.logit_bias)
         return self
 
