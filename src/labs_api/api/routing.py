@@ -23,8 +23,8 @@ DEFAULT_LIMITS = RequestLimits()
 
 
 def decode_and_check(body: bytes, content_type: str | None, path: str,
-                     limits: RequestLimits) -> Any:
-    value = decode_body(body, content_type)
+                     limits: RequestLimits, yielding: bool = False) -> Any:
+    value = decode_body(body, content_type, yielding=yielding)
     check = CHECKS.get(path)
     if check is not None:
         check(value, limits)
@@ -44,7 +44,7 @@ class StrictJSONRoute(APIRoute):
                 limits = getattr(request.app.state, "limits", DEFAULT_LIMITS)
                 args = (body, request.headers.get("content-type"), path, limits)
                 if len(body) > INLINE_DECODE_BYTES:
-                    value = await asyncio.to_thread(decode_and_check, *args)
+                    value = await asyncio.to_thread(decode_and_check, *args, True)
                 else:
                     value = decode_and_check(*args)
                 request._json = value  # what Request.json() returns to FastAPI
