@@ -43,9 +43,10 @@ class RequestLimits:
         return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
 
 
-def _refuse(param: str, what: str, limit: int, variable: str | None = None) -> None:
+def _refuse(param: str, what: str, limit: int, variable: str | None = None,
+            per: str = "request") -> None:
     setting = f" ({variable})" if variable else ""
-    raise LimitExceededError(f"{param}: {what}; at most {limit} per request{setting}.",
+    raise LimitExceededError(f"{param}: {what}; at most {limit} per {per}{setting}.",
                              param=param)
 
 
@@ -103,11 +104,11 @@ def check_chat(body: Any, limits: RequestLimits) -> None:
                 parts += len(content)
                 if parts > limits.max_messages:
                     _refuse("messages", f"{parts} content parts", limits.max_messages,
-                            "LABS_MAX_MESSAGES")
+                            "LABS_MAX_MESSAGES")  # as many parts as messages, in all
             calls = message.get("tool_calls") if isinstance(message, dict) else None
             if isinstance(calls, list) and len(calls) > limits.max_tools:
                 _refuse("messages", f"a message with {len(calls)} tool calls", limits.max_tools,
-                        "LABS_MAX_TOOLS")
+                        "LABS_MAX_TOOLS", per="message")
         chars = sum(_message_chars(m) for m in messages)
     tools = body.get("tools")
     schemas: list[tuple[str, Any]] = []
@@ -191,7 +192,8 @@ def check_schemas(schemas: list[tuple[str, Any]], limits: RequestLimits) -> None
                 optional = len(props.keys() - required_set)
                 if optional > MAX_OPTIONAL_PROPERTIES:
                     _refuse(param, f"an object with {optional} optional properties",
-                            MAX_OPTIONAL_PROPERTIES)
+                            MAX_OPTIONAL_PROPERTIES, per="object (the grammar's cost grows "
+                            "with their square; make more of them required)")
             enum = node.get("enum")
             enum_values += (len(enum) if isinstance(enum, list) else 0) + ("const" in node)
         if properties > limits.max_schema_properties:
