@@ -173,3 +173,20 @@ def test_a_stream_longer_than_every_timeout_is_not_cut(hostile_url, chat_model):
     assert finish == "length" and usage["completion_tokens"] == 600
     assert len("".join(pieces)) > 600
     assert seconds > HEADER_TIMEOUT_S + KEEP_ALIVE_TIMEOUT_S
+
+
+def test_a_head_larger_than_64_kib_is_a_431(hostile_url):
+    with sockets(hostile_url, 1) as (sock,):
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        with contextlib.suppress(OSError):
+            for _ in range(40):  # 320 KiB of headers, never finished
+                sock.sendall(b"X-Big: " + b"a" * 8192 + b"\r\n")
+        data, _ = read_until_closed(sock, 10)
+    code, headers, payload = http_response(data)
+    assert code == 431 and headers["connection"] == "close"
+    assert "65536 bytes" in json.loads(payload)["error"]["message"]
+    with sockets(hostile_url, 1) as (sock,):  # a 60 KiB head is still fine
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 60_000
+                     + b"\r\nConnection: close\r\n\r\n")
+        data, _ = read_until_closed(sock, 10)
+    assert http_response(data)[0] == 200 and data.endswith(b'{"status":"ok"}')

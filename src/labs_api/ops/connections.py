@@ -13,6 +13,9 @@ uvicorn picked) with both bounds:
   requests), the client has ``header_timeout`` seconds to complete the next request head; else
   the connection is closed (with a 408 if it had started one). The clock stops once the head is
   parsed, so a request body, or a response streamed for minutes, is never cut by it.
+- **Head size.** A head still incomplete after ``MAX_HEAD_BYTES`` gets a 431 and is closed
+  (h11 has such a limit of its own, 16 KiB; httptools, which uvicorn prefers, has none and
+  would buffer headers for as long as they come).
 - **Connection cap.** A connection past ``max_connections`` open ones gets an immediate 503
   with ``Retry-After`` and OpenAI's error body, and is closed.
 """
@@ -27,6 +30,9 @@ from typing import Any
 from labs_api.errors import error_body
 
 log = logging.getLogger("labs_api.connections")
+
+#: Largest request head (request line and headers) accepted, in bytes.
+MAX_HEAD_BYTES = 64 * 1024
 
 
 def _raw_response(status: str, message: str, code: str, extra: str = "") -> bytes:
@@ -51,6 +57,13 @@ def head_timeout(seconds: float) -> bytes:
         "request_timeout")
 
 
+def head_too_large() -> bytes:
+    return _raw_response(
+        "431 Request Header Fields Too Large",
+        f"The request head (request line and headers) is larger than {MAX_HEAD_BYTES} bytes.",
+        "request_header_too_large")
+
+
 class HeadDeadlineMixin:
     """Mixed in before uvicorn's protocol class; uses only its ``transport``, ``cycle``,
     ``connections`` and the asyncio.Protocol callbacks, which both implementations share."""
@@ -66,6 +79,7 @@ class HeadDeadlineMixin:
         super().connection_made(transport)  # type: ignore[misc]
         self._deadline: asyncio.TimerHandle | None = None
         self._head_started = False
+        self._head_bytes = 0
         self._seen_cycle: Any = None
         if len(self.connections) > self.max_connections:
             log.warning("refused a connection: %d open, at most %d", len(self.connections) - 1,
@@ -76,8 +90,12 @@ class HeadDeadlineMixin:
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if self._deadline is not None:
+        if self._deadline is not None:  # waiting for a head
             self._head_started = True
+            if self._head_bytes > MAX_HEAD_BYTES:  # counted before this read, which may
+                self._refuse(head_too_large())     # hold the start of a body too
+                return
+            self._head_bytes += len(data)
         super().data_received(data)  # type: ignore[misc]
         self._follow_cycle()
 
@@ -103,6 +121,7 @@ class HeadDeadlineMixin:
         if self.transport.is_closing():
             return
         self._head_started = False
+        self._head_bytes = 0
         loop = asyncio.get_running_loop()
         self._deadline = loop.call_later(self.header_timeout, self._expire)
 
@@ -119,12 +138,20 @@ class HeadDeadlineMixin:
             self.transport.write(head_timeout(self.header_timeout))
         self.transport.close()
 
+    def _refuse(self, response: bytes) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.write(response)
+            self.transport.close()
 
-def guarded_protocol(header_timeout: float, max_connections: int) -> type[asyncio.Protocol]:
-    """uvicorn's own HTTP protocol class (httptools when installed, else h11) with the bounds."""
-    from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-    return type("GuardedHTTPProtocol", (HeadDeadlineMixin, AutoHTTPProtocol), {
+def guarded_protocol(header_timeout: float, max_connections: int,
+                     base: type[asyncio.Protocol] | None = None) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol class (``base``, by default the one uvicorn would pick:
+    httptools when installed, else h11) with the bounds."""
+    if base is None:
+        from uvicorn.protocols.http.auto import AutoHTTPProtocol as base
+    return type("GuardedHTTPProtocol", (HeadDeadlineMixin, base), {
         "header_timeout": header_timeout, "max_connections": max_connections})
 
 
