@@ -142,3 +142,22 @@ def test_embedding_characters_are_bounded(engine):
     assert_limit(response, "input", "120 characters", "LABS_MAX_EMBEDDING_CHARS")
     response = client.post("/v1/similarities", json={"sentences": ["x" * 101]})
     assert_limit(response, "sentences", "101 characters")
+
+
+def test_token_id_prompts_are_bounded_by_a_quarter_of_the_characters(engine):
+    client = make_client(engine, max_prompt_chars=40)
+    response = client.post("/v1/completions", json={"model": CHAT, "prompt": [[1] * 6] * 2})
+    assert_limit(response, "prompt", "12 token ids", "at most 10")
+
+
+def test_the_new_settings_are_checked_at_start_up():
+    from pydantic import ValidationError
+
+    assert Settings(root_path="/api").root_path == "/api"
+    for bad in ("api", "/api/", "/a b"):
+        with pytest.raises(ValidationError):
+            Settings(root_path=bad)
+    with pytest.raises(ValidationError):
+        Settings(max_connections=0)
+    with pytest.raises(ValidationError):
+        Settings(header_timeout=0)

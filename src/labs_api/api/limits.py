@@ -141,9 +141,9 @@ def check_completion(body: Any, limits: RequestLimits) -> None:
         tokens = sum(len(p) for p in prompt if isinstance(p, list))
     else:
         tokens = len(prompt) if isinstance(prompt, list) else 0
-    if tokens > limits.max_prompt_chars:
-        _refuse("prompt", f"{tokens} token ids", limits.max_prompt_chars,
-                "LABS_MAX_PROMPT_CHARS")
+    max_ids = max(1, limits.max_prompt_chars // 4)  # a token is ~4 characters of text
+    if tokens > max_ids:
+        _refuse("prompt", f"{tokens} token ids", max_ids, "LABS_MAX_PROMPT_CHARS / 4")
     _text_of(prompt, "prompt", limits.max_prompt_chars, "LABS_MAX_PROMPT_CHARS")
     n = body.get("n", 1)
     if isinstance(n, int) and not isinstance(n, bool) and prompts * n > MAX_GENERATIONS:
