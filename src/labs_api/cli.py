@@ -73,4 +73,5 @@ def main(argv: list[str] | None = None) -> None:
         # a cap on open connections; uvicorn closes keep-alive connections idle past its timeout.
         http=guarded_protocol(settings.header_timeout, settings.max_connections),
         timeout_keep_alive=settings.keep_alive_timeout,
+        ws="none",  # no WebSocket routes: an Upgrade request is served as plain HTTP
     )

@@ -180,3 +180,28 @@ def test_models_refuse_non_finite_numbers_in_process_too():
 
     with pytest.raises(ValidationError, match="finite number"):
         ChatCompletionRequest(model=CHAT, messages=HELLO, temperature=float("nan"))
+
+
+def test_large_bodies_are_decoded_in_chunks_with_the_right_offset():
+    from labs_api.api.decoding import _utf8
+
+    text = "é☕" * 300_000
+    assert _utf8(text.encode(), yielding=True) == text
+    for body, offset in [(("é" * 200_000).encode() + b"\xff", 400_000),
+                         (b"a" * 300_000 + b"\xc3", 300_000)]:
+        with pytest.raises(UnicodeDecodeError) as caught:
+            _utf8(body, yielding=True)
+        assert caught.value.start == offset
+
+
+def test_a_body_of_too_many_objects_stops_the_parse(client):
+    from labs_api.api.decoding import MAX_JSON_OBJECTS
+
+    body = json.dumps({"model": CHAT, "messages": [{"role": "user", "content": "w"}]
+                       * (MAX_JSON_OBJECTS + 1)}).encode()
+    data = assert_refused(post_raw(client, "/v1/chat/completions", body), 400, None,
+                          f"more than {MAX_JSON_OBJECTS} JSON objects")
+    assert data["error"]["code"] == "limit_exceeded"
+    small = json.dumps([{}] * (MAX_JSON_OBJECTS + 1), separators=(",", ":")).encode()
+    assert len(small) < 256 * 1024  # decoded inline, on the event loop
+    assert_refused(post_raw(client, "/v1/completions", small), 400, None, "JSON objects")
