@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -44,8 +43,7 @@ class ChatService:
         engine: ChatEngine = await self.registry.engine("chat", request.model)
         params = request.to_sampling_params(self.settings)
         check_logit_bias(engine, params)
-        # The template and tokenizer take time in proportion to the text: off the event loop.
-        prompt = await asyncio.to_thread(engine.tokenize_prompt, request.engine_messages())
+        prompt = engine.tokenize_prompt(request.engine_messages())
         return await open_choices(engine, prompt, params, request.n)
 
     async def open_events(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:

@@ -33,22 +33,23 @@ class CompletionService:
         engine: ChatEngine = await self.registry.engine("chat", request.model)
         params = request.to_sampling_params(self.settings)
         check_logit_bias(engine, params)
-        prompts = request.prompts()
-        check_token_ids(engine, prompts)
-        texts = await asyncio.to_thread(echo_texts, engine, prompts) if request.echo else []
-        # Tokenizing takes time in proportion to the text: off the event loop.
-        token_lists = await asyncio.to_thread(
-            lambda: [engine.tokenize_text(p) if isinstance(p, str) else p for p in prompts])
+        check_token_ids(engine, request.prompts())
+        # What echo puts first: each prompt's text (a 422 here, before anything starts, for
+        # token ids the engine cannot turn back into text).
+        echoed = (await asyncio.to_thread(echo_texts, engine, request.prompts())
+                  if request.echo else None)
         opened = OpenedChoices(engine)
-        prompt_tokens = 0
+        texts, prompt_tokens = [], 0
         try:
-            for tokens in token_lists:
+            for prompt in request.prompts():
+                tokens = engine.tokenize_text(prompt) if isinstance(prompt, str) else prompt
+                texts.append(prompt if isinstance(prompt, str) else "")
                 prompt_tokens += len(tokens)
                 opened.streams += (await open_choices(engine, tokens, params, request.n)).streams
         except BaseException:
             await opened.aclose()
             raise
-        return opened, texts, prompt_tokens
+        return opened, echoed or texts, prompt_tokens
 
     async def open_events(self, request: CompletionRequest) -> AsyncIterator[dict[str, Any]]:
         """Start the generations, then hand back their stream of chunk objects."""

@@ -72,11 +72,6 @@ class LlamaCppChatEngine(ChatEngine):
     def tokenize_text(self, text: str) -> list[int]:
         return self.model.tokenize(text, add_bos=self.model.adds_bos())
 
-    def stream_tokens(
-        self, prompt: list[int], params: SamplingParams
-    ) -> AsyncIterator[GenerationChunk]:
-        return self.scheduler.submit(prompt, params, grammar_for(params.constraint))
-
     def detokenize(self, tokens: list[int]) -> str:
         """The text of ``tokens``, special tokens left out (the echo of a token-id prompt).
         Its own buffer, not the decoder's: safe beside the scheduler thread."""
@@ -91,6 +86,11 @@ class LlamaCppChatEngine(ChatEngine):
                 return buffer.raw[:written].decode("utf-8", "replace")
             size = -written
         raise RuntimeError("llama_detokenize did not fit its buffer")
+
+    def stream_tokens(
+        self, prompt: list[int], params: SamplingParams
+    ) -> AsyncIterator[GenerationChunk]:
+        return self.scheduler.submit(prompt, params, grammar_for(params.constraint))
 
     def close(self) -> None:
         self.scheduler.close()
