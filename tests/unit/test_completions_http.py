@@ -127,3 +127,13 @@ def test_echo_with_token_ids_on_an_engine_that_cannot_detokenize_is_a_422():
     assert response.status_code == 422
     assert response.json()["error"]["param"] == "echo"
     assert "send the prompt as text" in response.json()["error"]["message"]
+
+
+def test_echo_awaits_an_engine_whose_detokenize_is_a_coroutine():
+    class RemoteLike(FakeChatEngine):
+        async def detokenize(self, tokens: list[int]) -> str:  # as a proxy to a worker would
+            return "+".join(map(str, tokens))
+
+    client = TestClient(create_app(Settings(), registry_with(RemoteLike(MODEL))))
+    body = complete(client, prompt=[4, 5], echo=True, max_tokens=1)
+    assert body["choices"][0]["text"] == "4+5Hello"

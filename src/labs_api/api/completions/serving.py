@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -36,8 +37,7 @@ class CompletionService:
         check_token_ids(engine, request.prompts())
         # What echo puts first: each prompt's text (a 422 here, before anything starts, for
         # token ids the engine cannot turn back into text).
-        echoed = (await asyncio.to_thread(echo_texts, engine, request.prompts())
-                  if request.echo else None)
+        echoed = await echo_texts(engine, request.prompts()) if request.echo else None
         opened = OpenedChoices(engine)
         texts, prompt_tokens = [], 0
         try:
@@ -99,9 +99,10 @@ class CompletionService:
                              "total_tokens": prompt_tokens + completion}}
 
 
-def echo_texts(engine: ChatEngine, prompts: list[str | list[int]]) -> list[str]:
-    """What ``echo`` puts before each completion: the prompt's text, a token-id prompt
-    detokenized by the engine (``detokenize``; an engine without it cannot echo token ids)."""
+async def echo_texts(engine: ChatEngine, prompts: list[str | list[int]]) -> list[str]:
+    """What ``echo`` puts before each completion: the prompt's text; a token-id prompt as the
+    engine's ``detokenize`` gives it (a coroutine, from a proxy to an engine elsewhere, or a
+    plain method, run off the event loop). An engine without it cannot echo token ids."""
     detokenize = getattr(engine, "detokenize", None)
     texts = []
     for prompt in prompts:
@@ -112,8 +113,10 @@ def echo_texts(engine: ChatEngine, prompts: list[str | list[int]]) -> list[str]:
                 f"echo with a token-id prompt needs the text of the tokens, which the "
                 f"'{engine.model_id}' engine cannot give; send the prompt as text",
                 param="echo")
+        elif inspect.iscoroutinefunction(detokenize):
+            texts.append(await detokenize(prompt))
         else:
-            texts.append(detokenize(prompt))
+            texts.append(await asyncio.to_thread(detokenize, prompt))
     return texts
 
 
