@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -43,7 +44,9 @@ class ChatService:
         engine: ChatEngine = await self.registry.engine("chat", request.model)
         params = request.to_sampling_params(self.settings)
         check_logit_bias(engine, params)
-        prompt = engine.tokenize_prompt(request.engine_messages())
+        # Off the event loop: templating and tokenizing take time in proportion to the text.
+        # (main has this as ``await engine.prompt_tokens(...)``: take that line on merging.)
+        prompt = await asyncio.to_thread(engine.tokenize_prompt, request.engine_messages())
         return await open_choices(engine, prompt, params, request.n)
 
     async def open_events(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:

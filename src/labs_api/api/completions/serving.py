@@ -42,7 +42,9 @@ class CompletionService:
         texts, prompt_tokens = [], 0
         try:
             for prompt in request.prompts():
-                tokens = engine.tokenize_text(prompt) if isinstance(prompt, str) else prompt
+                # Off the event loop (main: ``await engine.text_tokens(prompt)``, take that).
+                tokens = (await asyncio.to_thread(engine.tokenize_text, prompt)
+                          if isinstance(prompt, str) else prompt)
                 texts.append(prompt if isinstance(prompt, str) else "")
                 prompt_tokens += len(tokens)
                 opened.streams += (await open_choices(engine, tokens, params, request.n)).streams
