@@ -127,3 +127,22 @@ def test_past_the_cap_a_connection_gets_503_with_retry_after(base):
         assert answer.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1\r\n" in answer
         assert b'"too_many_connections"' in answer and b"at most 3" in answer
     assert after.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize("base", [H11Protocol, HttpToolsProtocol], ids=["h11", "httptools"])
+def test_a_refused_client_that_sends_its_request_still_reads_the_503(base):
+    """The refusal half-closes and drops the client's input for a while instead of closing
+    at once: a close with unread input sends a reset, which can destroy the answer in flight
+    (seen as a read error in httpx under load; loopback rarely shows it)."""
+    with guarded_server(base, max_connections=1) as port, \
+            socket.create_connection(("127.0.0.1", port)) as held:
+        time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            # At once, as an HTTP client does: the input is there before the refusal.
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+                         + b"x" * 100_000)
+            time.sleep(0.3)
+            answer = read_all(sock)
+        held.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert read_all(held).startswith(b"HTTP/1.1 200")
+    assert answer.startswith(b"HTTP/1.1 503 ") and b'"too_many_connections"' in answer

@@ -33,6 +33,10 @@ log = logging.getLogger("labs_api.connections")
 
 #: Largest request head (request line and headers) accepted, in bytes.
 MAX_HEAD_BYTES = 64 * 1024
+#: After a refusal, how long the connection stays half-closed, its input read and dropped, so
+#: that the client reads the answer: closing a socket with unread input sends a reset, which
+#: can destroy the answer before the client has read it.
+LINGER_S = 2.0
 
 
 def _raw_response(status: str, message: str, code: str, extra: str = "") -> bytes:
@@ -81,15 +85,17 @@ class HeadDeadlineMixin:
         self._head_started = False
         self._head_bytes = 0
         self._seen_cycle: Any = None
+        self._lingering: asyncio.TimerHandle | None = None
         if len(self.connections) > self.max_connections:
             log.warning("refused a connection: %d open, at most %d", len(self.connections) - 1,
                         self.max_connections)
-            transport.write(too_many_connections(self.max_connections))
-            transport.close()
+            self._refuse(too_many_connections(self.max_connections))
             return
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering is not None:
+            return  # refused: the client's input is dropped
         if self._deadline is not None:  # waiting for a head
             self._head_started = True
             if self._head_bytes > MAX_HEAD_BYTES:  # counted before this read, which may
@@ -105,6 +111,8 @@ class HeadDeadlineMixin:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._lingering is not None:
+            self._lingering.cancel()
         super().connection_lost(exc)  # type: ignore[misc]
 
     def _follow_cycle(self) -> None:
@@ -132,17 +140,20 @@ class HeadDeadlineMixin:
 
     def _expire(self) -> None:
         self._deadline = None
-        if self.transport.is_closing():
-            return
         if self._head_started:
-            self.transport.write(head_timeout(self.header_timeout))
-        self.transport.close()
+            self._refuse(head_timeout(self.header_timeout))
+        elif not self.transport.is_closing():
+            self.transport.close()
 
     def _refuse(self, response: bytes) -> None:
+        """Send ``response``, stop writing, drop what the client still sends, close soon."""
         self._disarm()
-        if not self.transport.is_closing():
-            self.transport.write(response)
-            self.transport.close()
+        if self.transport.is_closing() or self._lingering is not None:
+            return
+        self.transport.write(response)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._lingering = asyncio.get_running_loop().call_later(LINGER_S, self.transport.close)
 
 
 def guarded_protocol(header_timeout: float, max_connections: int,
