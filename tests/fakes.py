@@ -37,6 +37,10 @@ class FakeChatEngine(ChatEngine):
     def tokenize_text(self, text: str) -> list[int]:
         return list(range(len(text.split())))
 
+    def detokenize(self, tokens: list[int]) -> str:
+        """Token ``i`` reads ``w<i>``, words joined by spaces."""
+        return " ".join(f"w{t}" for t in tokens)
+
     def stream_tokens(self, prompt: list[int], params: SamplingParams
                       ) -> AsyncIterator[GenerationChunk]:
         self.calls.append((getattr(self, "last_messages", []), params))

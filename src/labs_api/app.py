@@ -16,6 +16,7 @@ from labs_api.api.completions.router import router as completions_router
 from labs_api.api.completions.serving import CompletionService
 from labs_api.api.embeddings.router import router as embeddings_router
 from labs_api.api.embeddings.serving import EmbeddingService
+from labs_api.api.limits import RequestLimits
 from labs_api.api.models import router as models_router
 from labs_api.api.speech.router import router as speech_router
 from labs_api.api.speech.serving import SpeechService
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     )
     app.state.settings = settings
     app.state.registry = registry
+    app.state.limits = RequestLimits.from_settings(settings)
     app.state.chat_service = ChatService(registry, settings)
     app.state.completion_service = CompletionService(registry, settings)
     app.state.embedding_service = EmbeddingService(registry)

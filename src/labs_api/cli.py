@@ -58,12 +58,20 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     from labs_api.app import create_app
+    from labs_api.ops.connections import check_file_limit, guarded_protocol
 
+    check_file_limit(settings.max_connections)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        root_path=settings.root_path,
         log_level=settings.log_level,
         access_log=False,  # labs_api.access writes one line per request, with its id
         timeout_graceful_shutdown=5,
+        # Connection bounds (labs_api.ops.connections): a deadline for each request head and
+        # a cap on open connections; uvicorn closes keep-alive connections idle past its timeout.
+        http=guarded_protocol(settings.header_timeout, settings.max_connections),
+        timeout_keep_alive=settings.keep_alive_timeout,
+        ws="none",  # no WebSocket routes: an Upgrade request is served as plain HTTP
     )

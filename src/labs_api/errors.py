@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -118,11 +118,64 @@ def error_body(
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
+class SafeJSONResponse(JSONResponse):
+    """JSON that always renders: ASCII escapes, so a string holding a lone surrogate (a model
+    id quoted in a 404, say) cannot fail to encode and turn an error into a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode("ascii")
+
+
+#: Characters of a validation error's ``input`` echoed back (FastAPI echoes the whole value,
+#: which for a model-level error is the whole body).
+ECHO_BUDGET = 2000
+
+
+def jsonable(value: Any, budget: list[int] | None = None) -> Any:
+    """``value`` as plain JSON data, whatever it holds (bytes, NaN, surrogates, exceptions),
+    cut short once about ``ECHO_BUDGET`` characters have been produced."""
+    budget = budget if budget is not None else [ECHO_BUDGET]
+    if budget[0] <= 0:
+        return "..."
+    if value is None or isinstance(value, bool | int):
+        budget[0] -= 5
+        return value
+    if isinstance(value, float):
+        budget[0] -= 8
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if budget[0] <= 0:
+                out["..."] = "cut short"
+                break
+            out[str(jsonable(str(key), budget))] = jsonable(item, budget)
+        return out
+    if isinstance(value, list | tuple | set):
+        items = []
+        for item in value:
+            if budget[0] <= 0:
+                items.append("...")
+                break
+            items.append(jsonable(item, budget))
+        return items
+    if isinstance(value, bytes):
+        value = value[: max(budget[0], 0)].decode("utf-8", "backslashreplace")
+    text = value if isinstance(value, str) else str(value)
+    text = text[: max(budget[0], 0)].encode("utf-8", "backslashreplace").decode("utf-8")
+    budget[0] -= len(text) + 2
+    return text
+
+
 def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     parts = []
     for err in errors:
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
         parts.append(f"{'.'.join(loc) or 'body'}: {err.get('msg')}")
+        if len(parts) == 20:
+            parts.append(f"... and {len(errors) - 20} more errors")
+            break
     first_loc = [str(p) for p in errors[0].get("loc", ()) if p != "body"] if errors else []
     return "; ".join(parts), (".".join(first_loc) or None)
 
@@ -138,7 +191,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         if exc.status_code >= 500:
             log.error("%s: %s", type(exc).__name__, exc.message)
-        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+        return SafeJSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(engine_errors.EngineRequestError)
     async def _engine_error(request: Request, exc: engine_errors.EngineRequestError,
@@ -152,21 +205,22 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = list(exc.errors())
         if _is_malformed_json(errors):
             detail = errors[0].get("ctx", {}).get("error", "could not parse the body")
-            return JSONResponse(
+            return SafeJSONResponse(
                 error_body(f"Malformed JSON body: {detail}", "invalid_request_error"),
                 status_code=400,
             )
         message, param = _validation_message(errors)
-        body = {"detail": jsonable_encoder(errors, custom_encoder={ValueError: str})}
-        body.update(error_body(message, "invalid_request_error", param, "invalid_value"))
-        # A plain JSON round trip drops anything that is not JSON (e.g. bytes inputs).
-        return JSONResponse(json.loads(json.dumps(body, default=str)), status_code=422)
+        # Whatever the inputs held (bytes that are not UTF-8, NaN, surrogates), as plain JSON.
+        body = {"detail": [jsonable(err) for err in errors[:100]]}
+        body.update(jsonable(error_body(message, "invalid_request_error", param,
+                                        "invalid_value"), [len(message) + 1000]))
+        return SafeJSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
         code = "not_found" if exc.status_code == 404 else None
-        return JSONResponse(
+        return SafeJSONResponse(
             error_body(str(exc.detail), error_type, None, code),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
@@ -175,6 +229,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return JSONResponse(
+        return SafeJSONResponse(
             error_body(f"Internal error: {type(exc).__name__}", "server_error"), status_code=500
         )

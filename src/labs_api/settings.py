@@ -25,6 +25,11 @@ class Settings(BaseSettings):
         True, description="Load every model at start-up (false: load on first request)"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    root_path: str = Field(
+        "", pattern=r"^(/\S*[^/\s])?$",
+        description="The path prefix a reverse proxy serves the API under (uvicorn's "
+        "--root-path), e.g. /api; empty: none"
+    )
 
     # Chat model
     model: str = Field(
@@ -147,6 +152,45 @@ class Settings(BaseSettings):
         "limit)"
     )
     metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics")
+
+    # --- request limits and connection bounds (see README "Limits") ---
+    max_messages: int = Field(
+        4096, ge=1, description="Most messages in one chat request (400 past it)"
+    )
+    max_prompt_chars: int = Field(
+        1_000_000, ge=1, description="Most characters of text in one chat or completions "
+        "request, counted before tokenizing (400 past it)"
+    )
+    max_embedding_chars: int = Field(
+        4_000_000, ge=1, description="Most characters of text in one embeddings or "
+        "similarities request (400 past it)"
+    )
+    max_tools: int = Field(128, ge=1, description="Most tools in one chat request")
+    max_schema_bytes: int = Field(
+        65_536, ge=64, description="Largest JSON schema (response_format and every tool's "
+        "parameters together, serialized) in one request"
+    )
+    max_schema_properties: int = Field(
+        512, ge=1, description="Most object properties in the JSON schemas of one request"
+    )
+    max_schema_enum_values: int = Field(
+        1024, ge=1, description="Most enum/const values in the JSON schemas of one request"
+    )
+    max_schema_depth: int = Field(
+        32, ge=1, le=256, description="Deepest nesting (objects and arrays) of the JSON "
+        "schemas of one request"
+    )
+    max_connections: int = Field(
+        512, ge=1, description="Open client connections; one more gets 503 and is closed"
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, le=600, description="Seconds a client has to send a request's head "
+        "(request line and headers) before it is disconnected"
+    )
+    keep_alive_timeout: float = Field(
+        5.0, gt=0, le=600, description="Seconds an idle keep-alive connection stays open"
+    )
+    # --- end of request limits block ---
 
     @field_validator("api_key", "rate_limit", "cors_origins", mode="before")
     @classmethod

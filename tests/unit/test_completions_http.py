@@ -101,3 +101,39 @@ def test_invalid_requests_are_422(client, change, field):
 def test_unknown_model_is_404(client):
     response = client.post("/v1/completions", json={"model": "nope", "prompt": "x"})
     assert response.status_code == 404 and "nope" in response.json()["error"]["message"]
+
+
+def test_a_single_stop_string_longer_than_four_characters_is_accepted(client, engine):
+    body = complete(client, prompt="x", stop="there, how")
+    assert engine.calls[-1][1].stop == ("there, how",)
+    assert body["choices"][0]["text"] == "Hello "
+    response = client.post("/v1/completions", json={"model": MODEL, "prompt": "x",
+                                                    "stop": ["a", "b", "c", "d", "e"]})
+    assert response.status_code == 422 and response.json()["error"]["param"] == "stop"
+
+
+def test_echo_with_token_ids_returns_the_detokenized_prompt(client):
+    body = complete(client, prompt=[[7, 8], [9]], echo=True, max_tokens=1)
+    assert [c["text"] for c in body["choices"]] == ["w7 w8Hello", "w9Hello"]
+
+
+def test_echo_with_token_ids_on_an_engine_that_cannot_detokenize_is_a_422():
+    class NoDetokenize(FakeChatEngine):
+        detokenize = None
+
+    client = TestClient(create_app(Settings(), registry_with(NoDetokenize(MODEL))))
+    response = client.post("/v1/completions", json={"model": MODEL, "prompt": [1, 2],
+                                                    "echo": True})
+    assert response.status_code == 422
+    assert response.json()["error"]["param"] == "echo"
+    assert "send the prompt as text" in response.json()["error"]["message"]
+
+
+def test_echo_awaits_an_engine_whose_detokenize_is_a_coroutine():
+    class RemoteLike(FakeChatEngine):
+        async def detokenize(self, tokens: list[int]) -> str:  # as a proxy to a worker would
+            return "+".join(map(str, tokens))
+
+    client = TestClient(create_app(Settings(), registry_with(RemoteLike(MODEL))))
+    body = complete(client, prompt=[4, 5], echo=True, max_tokens=1)
+    assert body["choices"][0]["text"] == "4+5Hello"

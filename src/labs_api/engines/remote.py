@@ -9,6 +9,7 @@ other side. Errors come back as the engine's own exceptions.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -57,6 +58,9 @@ class RemoteChatEngine(RemoteEngine, ChatEngine):
 
     async def text_tokens(self, text: str) -> list[int]:
         return await self._transport.call("tokenize", ("text", text))
+
+    async def detokenize(self, tokens: list[int]) -> str:
+        return await self._transport.call("detokenize", list(tokens))
 
     def tokenize_prompt(self, messages: list[ChatMessage]) -> list[int]:
         raise NotImplementedError("the tokenizer is with the engine's host: await prompt_tokens")
@@ -171,6 +175,9 @@ class EngineHost:
                 yield chunk
         finally:
             await chunks.aclose()
+
+    async def detokenize(self, tokens: list[int]) -> str:
+        return await asyncio.to_thread(self.engine.detokenize, tokens)
 
     async def embed(self, texts: list[str], task: str) -> Any:
         return await self.engine.embed(texts, task)

@@ -1,4 +1,5 @@
-"""Rate limiting of /v1 requests per API key (per client address when no keys are set).
+"""Rate limiting of API requests (every path but the probes, metrics and docs) per API key
+(per client address when no keys are set).
 
 The counting is the ``limits`` library's moving window over an in-process memory store: exact,
 and right for one server process (several processes would each count on their own).
@@ -17,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from labs_api.errors import error_body
 from labs_api.ops.context import current_request
-from labs_api.ops.security import is_protected
+from labs_api.ops.security import needs_key
 
 
 class RateLimiter:
@@ -60,7 +61,7 @@ class RateLimitMiddleware:
         self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_protected(scope["path"]):
+        if not needs_key(scope):
             await self.app(scope, receive, send)
             return
         refused = self.limiter.hit(client_identity(scope))

@@ -21,13 +21,32 @@ from labs_api.ops.context import current_request
 
 log = logging.getLogger("labs_api.security")
 
-PROTECTED_PREFIX = "/v1"
 BEARER_SCHEME = "APIKey"
+#: What stays open without a key (and outside the rate limit): probes, metrics and the docs.
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect",
+                          "/redoc", "/openapi.json"})
+PUBLIC_PREFIXES = ("/docs-assets/",)
+
+
+def route_path(scope: Scope) -> str:
+    """The path the router matches: ``scope["path"]`` without the ``root_path`` prefix, which
+    ASGI servers include in ``path`` (``uvicorn --root-path /api`` serves ``/v1/models`` as
+    path ``/api/v1/models``), as Starlette's router strips it."""
+    path: str = scope["path"]
+    root = scope.get("root_path", "").rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root):] or "/"
+    return path
 
 
 def is_protected(path: str) -> bool:
-    """Only the API itself needs a key; /health, /ready, /metrics and the docs stay open."""
-    return path == PROTECTED_PREFIX or path.startswith(PROTECTED_PREFIX + "/")
+    """Every path but the public ones needs a key. Failing closed means no prefix, proxy or
+    spelling of a path can reach a route without one: it is protected or it is a 404."""
+    return path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES)
+
+
+def needs_key(scope: Scope) -> bool:
+    return scope["type"] == "http" and is_protected(route_path(scope))
 
 
 def _digest(key: str) -> bytes:
@@ -82,7 +101,7 @@ class APIKeyMiddleware:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_protected(scope["path"]):
+        if not needs_key(scope):
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope)

@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from labs_api.api.chat.tools import ToolSpec, call_constraint, with_tools
+from labs_api.api.request_model import RequestModel
 from labs_api.engines.chat.base import ChatMessage, OutputConstraint, SamplingParams
 from labs_api.settings import Settings
 
@@ -22,19 +23,19 @@ MAX_STOP_SEQUENCES = 4
 MAX_CHOICES = 8
 
 
-class TextContentPart(BaseModel):
+class TextContentPart(RequestModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["text"]
     text: str
 
 
-class FunctionCallIn(BaseModel):
+class FunctionCallIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     arguments: str
 
 
-class ToolCallIn(BaseModel):
+class ToolCallIn(RequestModel):
     """A call the assistant made earlier in the conversation."""
 
     model_config = ConfigDict(extra="forbid")
@@ -43,7 +44,7 @@ class ToolCallIn(BaseModel):
     function: FunctionCallIn
 
 
-class ChatMessageIn(BaseModel):
+class ChatMessageIn(RequestModel):
     """One message of the conversation, as OpenAI clients send it."""
 
     model_config = ConfigDict(extra="forbid")
@@ -85,7 +86,7 @@ def _arguments(text: str) -> Any:
         return text
 
 
-class FunctionDef(BaseModel):
+class FunctionDef(RequestModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str | None = None
@@ -93,24 +94,24 @@ class FunctionDef(BaseModel):
     strict: bool | None = None
 
 
-class ToolDef(BaseModel):
+class ToolDef(RequestModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["function"]
     function: FunctionDef
 
 
-class NamedFunction(BaseModel):
+class NamedFunction(RequestModel):
     model_config = ConfigDict(extra="forbid")
     name: str
 
 
-class NamedToolChoice(BaseModel):
+class NamedToolChoice(RequestModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["function"]
     function: NamedFunction
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(RequestModel):
     model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
 
@@ -118,7 +119,7 @@ class StreamOptions(BaseModel):
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 
 
-class JsonSchemaFormat(BaseModel):
+class JsonSchemaFormat(RequestModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=64)
     description: str | None = None
@@ -126,17 +127,17 @@ class JsonSchemaFormat(BaseModel):
     strict: bool | None = None
 
 
-class TextFormat(BaseModel):
+class TextFormat(RequestModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["text"]
 
 
-class JsonObjectFormat(BaseModel):
+class JsonObjectFormat(RequestModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["json_object"]
 
 
-class JsonSchemaResponseFormat(BaseModel):
+class JsonSchemaResponseFormat(RequestModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["json_schema"]
     json_schema: JsonSchemaFormat
@@ -154,6 +155,16 @@ def output_constraint(response_format: ResponseFormat | None) -> OutputConstrain
     return OutputConstraint("json_schema", response_format.json_schema.schema_ or {})
 
 
+def check_stop(value: str | list[str] | None) -> str | list[str] | None:
+    """One stop string (of any length), or a list of up to 4 non-empty ones."""
+    if isinstance(value, list):
+        if len(value) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
+        if any(not s for s in value):
+            raise ValueError("stop sequences must not be empty")
+    return value
+
+
 def parse_logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
     if not bias:
         return ()
@@ -163,7 +174,7 @@ def parse_logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], 
         raise ValueError("logit_bias keys must be token ids (integers as strings)") from None
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(RequestModel):
     """The spec's parameters, plus the OpenAI fields clients commonly send.
 
     Unknown fields are rejected (422) rather than ignored, so nobody gets a silently
@@ -207,22 +218,15 @@ class ChatCompletionRequest(BaseModel):
         None, description="Token id -> bias added to its logit (-100..100)")
     response_format: ResponseFormat | None = Field(
         None, description="text, json_object, or json_schema (constrained decoding)")
-    tools: list[ToolDef] | None = Field(None, max_length=128, description="Functions to call")
+    tools: list[ToolDef] | None = Field(
+        None, description="Functions to call (at most LABS_MAX_TOOLS, 128 by default)")
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
         None, description="none, auto (default with tools), required, or a named function")
     store: Literal[False] | None = Field(None, description="Accepted as false: nothing is stored")
     parallel_tool_calls: bool | None = Field(
         None, description="Accepted; at most one call is made per choice")
 
-    @field_validator("stop")
-    @classmethod
-    def _check_stop(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list):
-            if len(value) > MAX_STOP_SEQUENCES:
-                raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
-            if any(not s for s in value):
-                raise ValueError("stop sequences must not be empty")
-        return value
+    _check_stop = field_validator("stop")(check_stop)
 
     @model_validator(mode="after")
     def _check_last_message(self) -> ChatCompletionRequest:

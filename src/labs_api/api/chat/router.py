@@ -7,9 +7,10 @@ from fastapi import APIRouter, Request
 from labs_api.api.chat.protocol import ChatCompletionRequest, ChatCompletionResponse
 from labs_api.api.chat.serving import ChatService
 from labs_api.api.errors_doc import ERROR_RESPONSES
+from labs_api.api.routing import StrictJSONRoute
 from labs_api.api.sse import stream_or_complete
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], route_class=StrictJSONRoute)
 
 
 @router.post(

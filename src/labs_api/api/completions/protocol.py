@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from labs_api.api.chat.protocol import MAX_CHOICES, StreamOptions, parse_logit_bias
+from labs_api.api.chat.protocol import (
+    MAX_CHOICES,
+    MAX_STOP_SEQUENCES,
+    StreamOptions,
+    check_stop,
+    parse_logit_bias,
+)
+from labs_api.api.request_model import RequestModel
 from labs_api.engines.chat.base import SamplingParams
 from labs_api.settings import Settings
 
@@ -16,7 +23,7 @@ MAX_PROMPTS = 16
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
 
 
-class CompletionRequest(BaseModel):
+class CompletionRequest(RequestModel):
     """OpenAI's legacy completion fields. Unknown fields, and ``suffix``, are rejected (422)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -33,13 +40,16 @@ class CompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     logprobs: int | None = Field(None, ge=0, le=5)
     echo: bool = False
-    stop: str | list[str] | None = Field(None, max_length=4)
+    stop: str | list[str] | None = Field(
+        None, description=f"A stop sequence, or up to {MAX_STOP_SEQUENCES}")
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     seed: int | None = None
     user: str | None = None
     suffix: None = Field(None, description="Not supported (insertion needs a FIM model)")
+
+    _check_stop = field_validator("stop")(check_stop)
 
     @model_validator(mode="after")
     def _check(self) -> CompletionRequest:

@@ -7,9 +7,10 @@ from fastapi import APIRouter, Request
 from labs_api.api.completions.protocol import CompletionRequest, CompletionResponse
 from labs_api.api.completions.serving import CompletionService
 from labs_api.api.errors_doc import ERROR_RESPONSES
+from labs_api.api.routing import StrictJSONRoute
 from labs_api.api.sse import stream_or_complete
 
-router = APIRouter(tags=["completions"])
+router = APIRouter(tags=["completions"], route_class=StrictJSONRoute)
 
 
 @router.post(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +18,7 @@ from labs_api.api.completions.protocol import (
     CompletionUsage,
 )
 from labs_api.engines.chat.base import ChatEngine, TokenLogprob
-from labs_api.errors import BadRequestError
+from labs_api.errors import BadRequestError, UnsupportedParameterError
 from labs_api.models import ModelRegistry
 from labs_api.settings import Settings
 
@@ -33,6 +35,9 @@ class CompletionService:
         params = request.to_sampling_params(self.settings)
         check_logit_bias(engine, params)
         check_token_ids(engine, request.prompts())
+        # What echo puts first: each prompt's text (a 422 here, before anything starts, for
+        # token ids the engine cannot turn back into text).
+        echoed = await echo_texts(engine, request.prompts()) if request.echo else None
         opened = OpenedChoices(engine)
         texts, prompt_tokens = [], 0
         try:
@@ -44,7 +49,7 @@ class CompletionService:
         except BaseException:
             await opened.aclose()
             raise
-        return opened, texts, prompt_tokens
+        return opened, echoed or texts, prompt_tokens
 
     async def open_events(self, request: CompletionRequest) -> AsyncIterator[dict[str, Any]]:
         """Start the generations, then hand back their stream of chunk objects."""
@@ -92,6 +97,27 @@ class CompletionService:
                    "model": model, "choices": [],
                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                              "total_tokens": prompt_tokens + completion}}
+
+
+async def echo_texts(engine: ChatEngine, prompts: list[str | list[int]]) -> list[str]:
+    """What ``echo`` puts before each completion: the prompt's text; a token-id prompt as the
+    engine's ``detokenize`` gives it (a coroutine, from a proxy to an engine elsewhere, or a
+    plain method, run off the event loop). An engine without it cannot echo token ids."""
+    detokenize = getattr(engine, "detokenize", None)
+    texts = []
+    for prompt in prompts:
+        if isinstance(prompt, str):
+            texts.append(prompt)
+        elif detokenize is None:
+            raise UnsupportedParameterError(
+                f"echo with a token-id prompt needs the text of the tokens, which the "
+                f"'{engine.model_id}' engine cannot give; send the prompt as text",
+                param="echo")
+        elif inspect.iscoroutinefunction(detokenize):
+            texts.append(await detokenize(prompt))
+        else:
+            texts.append(await asyncio.to_thread(detokenize, prompt))
+    return texts
 
 
 def check_token_ids(engine: ChatEngine, prompts: list[str | list[int]]) -> None:

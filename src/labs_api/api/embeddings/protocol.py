@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from labs_api.api.request_model import RequestModel
 from labs_api.engines.embedding.base import EmbeddingTask
 
 MAX_EMBEDDING_INPUTS = 2048  # as OpenAI
@@ -47,7 +48,7 @@ def check_texts(value: Any, *, limit: int, field: str, noun: str) -> Any:
     return value
 
 
-class EmbeddingRequest(BaseModel):
+class EmbeddingRequest(RequestModel):
     """OpenAI's CreateEmbeddingRequest, text only; unknown fields are rejected (422)."""
 
     model_config = ConfigDict(
@@ -109,7 +110,7 @@ class EmbeddingResponse(BaseModel):
     usage: EmbeddingUsage
 
 
-class SimilarityRequest(BaseModel):
+class SimilarityRequest(RequestModel):
     """The spec's extension: every sentence against every other."""
 
     model_config = ConfigDict(

@@ -13,8 +13,9 @@ from labs_api.api.embeddings.protocol import (
 )
 from labs_api.api.embeddings.serving import EmbeddingService
 from labs_api.api.errors_doc import ERROR_RESPONSES
+from labs_api.api.routing import StrictJSONRoute
 
-router = APIRouter(tags=["embeddings"])
+router = APIRouter(tags=["embeddings"], route_class=StrictJSONRoute)
 
 RESPONSES = {
     **ERROR_RESPONSES,

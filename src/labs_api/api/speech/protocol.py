@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
+from labs_api.api.request_model import RequestModel
 from labs_api.audio import ResponseFormat
 
 #: Longest text accepted, in characters (OpenAI's limit for ``input``).
@@ -29,7 +30,7 @@ def _check_speakable(value: str) -> str:
     return value
 
 
-class TTSRequest(BaseModel):
+class TTSRequest(RequestModel):
     """The spec's ``POST /v1/tts``: text in, a WAV file out."""
 
     model_config = ConfigDict(
@@ -47,14 +48,14 @@ class TTSRequest(BaseModel):
     _speakable = field_validator("text")(_check_speakable)
 
 
-class CustomVoice(BaseModel):
+class CustomVoice(RequestModel):
     """OpenAI's custom voice reference, ``{"id": "..."}``; the id must name a served voice."""
 
     model_config = ConfigDict(extra="forbid")
     id: str = Field(min_length=1)
 
 
-class SpeechRequest(BaseModel):
+class SpeechRequest(RequestModel):
     """OpenAI's ``CreateSpeechRequest``. Unknown fields are rejected (422), as OpenAI does."""
 
     model_config = ConfigDict(

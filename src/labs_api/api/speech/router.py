@@ -9,11 +9,12 @@ from fastapi.responses import Response, StreamingResponse
 
 from labs_api.api.disconnect import unless_disconnected
 from labs_api.api.errors_doc import ERROR_RESPONSES, ErrorResponse
+from labs_api.api.routing import StrictJSONRoute
 from labs_api.api.speech.protocol import SpeechRequest, TTSRequest
 from labs_api.api.speech.serving import SpeechService
 from labs_api.audio import MEDIA_TYPES
 
-router = APIRouter(tags=["speech"])
+router = APIRouter(tags=["speech"], route_class=StrictJSONRoute)
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -70,6 +71,21 @@ class LlamaCppChatEngine(ChatEngine):
 
     def tokenize_text(self, text: str) -> list[int]:
         return self.model.tokenize(text, add_bos=self.model.adds_bos())
+
+    def detokenize(self, tokens: list[int]) -> str:
+        """The text of ``tokens``, special tokens left out (the echo of a token-id prompt).
+        Its own buffer, not the decoder's: safe beside the scheduler thread."""
+        lib, count = self.model.lib, len(tokens)
+        array = (lib.llama_token * count)(*tokens)
+        size = 16 * count + 16
+        for _ in range(2):
+            buffer = ctypes.create_string_buffer(size)
+            written = lib.llama_detokenize(self.model.vocab, array, count, buffer, size, True,
+                                           False)
+            if written >= 0:
+                return buffer.raw[:written].decode("utf-8", "replace")
+            size = -written
+        raise RuntimeError("llama_detokenize did not fit its buffer")
 
     def stream_tokens(
         self, prompt: list[int], params: SamplingParams

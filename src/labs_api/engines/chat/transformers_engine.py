@@ -134,6 +134,10 @@ class TransformersChatEngine(ChatEngine):
     def tokenize_text(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
 
+    def detokenize(self, tokens: list[int]) -> str:
+        """The text of ``tokens``, special tokens left out (the echo of a token-id prompt)."""
+        return str(self.tokenizer.decode(tokens, skip_special_tokens=True))
+
     def check_supported(self, params: SamplingParams) -> None:
         if params.constraint is not None:
             raise UnsupportedRequest(
