@@ -8,7 +8,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from labs_api.api.chat.serving import check_logit_bias
-from labs_api.api.choices import OpenedChoices, collect, interleave, open_choices
+from labs_api.api.choices import (
+    OpenedChoices,
+    choice_items,
+    collect,
+    interleave,
+    open_choices,
+)
 from labs_api.api.completions.protocol import (
     CompletionChoice,
     CompletionRequest,
@@ -33,18 +39,16 @@ class CompletionService:
         params = request.to_sampling_params(self.settings)
         check_logit_bias(engine, params)
         check_token_ids(engine, request.prompts())
-        opened = OpenedChoices(engine)
         texts, prompt_tokens = [], 0
-        try:
-            for prompt in request.prompts():
-                tokens = await engine.text_tokens(prompt) if isinstance(prompt, str) else prompt
-                texts.append(prompt if isinstance(prompt, str) else "")
-                prompt_tokens += len(tokens)
-                opened.streams += (await open_choices(engine, tokens, params, request.n)).streams
-        except BaseException:
-            await opened.aclose()
-            raise
-        return opened, texts, prompt_tokens
+        items = []
+        for prompt in request.prompts():
+            tokens = await engine.text_tokens(prompt) if isinstance(prompt, str) else prompt
+            texts.append(prompt if isinstance(prompt, str) else "")
+            prompt_tokens += len(tokens)
+            items += choice_items(tokens, params, request.n)
+        # Every prompt's n choices in one group: admitted (and counted) as generations,
+        # cancelled and failed together.
+        return await open_choices(engine, items), texts, prompt_tokens
 
     async def open_events(self, request: CompletionRequest) -> AsyncIterator[dict[str, Any]]:
         """Start the generations, then hand back their stream of chunk objects."""
