@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     )
     # --- end of speech block ---
 
+    # --- speech admission (issue #12) ---
+    tts_max_queue: int = Field(
+        16, ge=1, le=10_000, description="speech requests synthesised at once (taking turns "
+        "sentence by sentence); one more gets 503 with Retry-After"
+    )
+    # --- end of speech admission block ---
+
     # --- operations and security (see README "Operations and security") ---
     api_key: str | None = Field(
         None, repr=False,

@@ -35,10 +35,13 @@ class OpenedChoices:
     engine: ChatEngine
     count: int = 0
     events: AsyncIterator[tuple[int, GenerationChunk]] | None = None
+    group: AsyncIterator[tuple[int, GenerationChunk]] | None = None  # the engine's stream
 
     async def aclose(self) -> None:
-        if self.events is not None:
-            await self.events.aclose()  # type: ignore[attr-defined]
+        """Stop every generation (closing ``events`` alone would not, if never iterated)."""
+        for stream in (self.events, self.group):
+            if stream is not None:
+                await stream.aclose()  # type: ignore[attr-defined]
 
 
 def params_for_choice(params: SamplingParams, index: int) -> SamplingParams:
@@ -74,7 +77,7 @@ async def open_choices(engine: ChatEngine,
         await group.aclose()  # type: ignore[attr-defined]
         raise
     report_first_token(engine.model_id, time.perf_counter() - started)
-    return OpenedChoices(engine, len(items), _replayed(engine.model_id, early, group))
+    return OpenedChoices(engine, len(items), _replayed(engine.model_id, early, group), group)
 
 
 async def _replayed(model_id: str, early: list[tuple[int, GenerationChunk]],

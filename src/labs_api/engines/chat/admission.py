@@ -98,7 +98,7 @@ class AdmissionQueue:
         return _single(group)
 
     def submit_group(self, items: list[GroupItem],
-                     free_slots: Callable[[], int]) -> AsyncIterator[tuple[int, GenerationChunk]]:
+                     free_slots: Callable[[], int]) -> GroupStream:
         """Queue every generation of a request, or none: 503 at once when they do not all
         fit in the free slots plus the room left in the queue."""
         group = RequestGroup(asyncio.get_running_loop())
@@ -109,9 +109,10 @@ class AdmissionQueue:
             if waiting + len(items) - free_slots() > self.policy.max_waiting:
                 self._release_unstarted(group)
                 raise EngineBusy(
-                    f"Server busy: {len(items)} generation(s) asked for, all "
-                    f"{self.capacity} generation slots are in use and {waiting} generations "
-                    f"are already waiting (at most {self.policy.max_waiting}). Retry shortly.",
+                    f"Server busy: this request asks for {len(items)} generation(s); "
+                    f"{free_slots()} of {self.capacity} generation slots are free and "
+                    f"{max(0, self.policy.max_waiting - waiting)} more may wait in the queue. "
+                    "Retry shortly.",
                     retry_after=max(1, min(30, int(self.policy.timeout_s // 10))),
                     code="server_overloaded",
                 )
@@ -119,22 +120,16 @@ class AdmissionQueue:
             self.wakeup.notify()
         return self._consume(group)
 
-    async def _consume(self, group: RequestGroup) -> AsyncIterator[tuple[int, GenerationChunk]]:
-        unfinished = len(group.members)
-        try:
-            while unfinished:
-                index, item = await group.output.get()
-                if isinstance(item, BaseException):
-                    raise item  # one member failed: the whole request fails (finally cancels)
-                yield index, item
-                if item.finish_reason is not None:
-                    unfinished -= 1
-        finally:
-            with self.wakeup:
-                group.cancel()
-                self._waiting = collections.deque(r for r in self._waiting if not r.cancelled)
-                self._release_unstarted(group)
-                self.wakeup.notify()
+    def _consume(self, group: RequestGroup) -> GroupStream:
+        return GroupStream(self, group)
+
+    def _close(self, group: RequestGroup) -> None:
+        """The consumer is done with ``group``: stop every member, free the unstarted."""
+        with self.wakeup:
+            group.cancel()
+            self._waiting = collections.deque(r for r in self._waiting if not r.cancelled)
+            self._release_unstarted(group)
+            self.wakeup.notify()
 
     def _release_unstarted(self, group: RequestGroup) -> None:
         """Free what was prepared for members the engine never took (with ``wakeup`` held
@@ -178,7 +173,43 @@ class AdmissionQueue:
             self._waiting.clear()
 
 
-async def _single(group: AsyncIterator[tuple[int, GenerationChunk]],
+class GroupStream:
+    """What a group's consumer iterates: ``(index, chunk)`` until every member finished. An
+    error of one member raises (and stops the others); ``aclose`` stops them all, even if
+    iteration never began (an async generator's ``aclose`` would skip its cleanup then)."""
+
+    def __init__(self, queue: AdmissionQueue, group: RequestGroup) -> None:
+        self._queue = queue
+        self._group = group
+        self._unfinished = len(group.members)
+        self._closed = False
+
+    def __aiter__(self) -> GroupStream:
+        return self
+
+    async def __anext__(self) -> tuple[int, GenerationChunk]:
+        if self._closed or not self._unfinished:
+            await self.aclose()
+            raise StopAsyncIteration
+        try:
+            index, item = await self._group.output.get()
+        except BaseException:
+            await self.aclose()
+            raise
+        if isinstance(item, BaseException):
+            await self.aclose()
+            raise item  # one member failed: the whole request fails
+        if item.finish_reason is not None:
+            self._unfinished -= 1
+        return index, item
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue._close(self._group)
+
+
+async def _single(group: GroupStream,
                   ) -> AsyncIterator[GenerationChunk]:
     try:
         async for _, chunk in group:

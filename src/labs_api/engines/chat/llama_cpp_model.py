@@ -42,6 +42,8 @@ def native_stderr_silenced() -> Iterator[None]:
 
 #: llama_token_data as a numpy record: a candidates array numpy fills and llama.cpp reads.
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+#: Most likely tokens the grammar checks first when it rejected the model's own choice.
+SHORTLIST = 256
 
 
 class DecodeError(RuntimeError):
@@ -92,6 +94,7 @@ class LlamaCppModel:
         self.batch = lib.llama_batch_init(shape.batch_tokens, 0, 1)
         self.threads = shape.threads
         self._piece_buffer = ctypes.create_string_buffer(256)
+        self._all_ids = np.arange(self.n_vocab, dtype=np.int32)
 
     # -- text <-> tokens ---------------------------------------------------------------------
 
@@ -226,39 +229,60 @@ class LlamaCppModel:
         return self.lib.llama_token_data_array(
             data.ctypes.data_as(ctypes.POINTER(self.lib.llama_token_data)), len(data), -1, False)
 
-    def sample(self, sampler: Any, batch_index: int, grammar: Any = None) -> int | None:
+    def sample(self, sampler: Any, batch_index: int, grammar: Any = None,
+               also_consider: tuple[int, ...] = (), stateless: bool = False) -> int | None:
         """Draw the next token from the logits at ``batch_index`` (and record it for penalties).
 
         With a grammar, the token is drawn without it first and only checked against it (one
-        token, cheap); only when the grammar rejects it is the whole vocabulary masked and the
-        draw repeated (as llama.cpp's own server does). Returns None when the grammar allows
-        no token at all (an unsatisfiable schema): nothing is accepted then, so llama.cpp
-        never sees a token its grammar forbids (which aborts the process)."""
+        token: cheap). When the grammar rejects it, the draw is repeated among the
+        ``SHORTLIST`` most likely tokens (plus ``also_consider``, the logit-biased ones) that
+        the grammar allows, and only if it allows none of those over the whole vocabulary
+        (whose mask costs milliseconds to a second, depending on the grammar).
+        ``stateless``: the chain keeps no state of accepted tokens (no penalties), so the first
+        draw may use llama.cpp's own (faster) one even if its token is then refused. Returns None
+        when the grammar allows no token at all (an unsatisfiable schema): nothing is
+        accepted then, so llama.cpp never sees a token its grammar forbids (which aborts)."""
         lib = self.lib
         if grammar is None:
             return int(lib.llama_sampler_sample(sampler, self.ctx, batch_index))
         pointer = lib.llama_get_logits_ith(self.ctx, batch_index)
         logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
-        candidates = self._vocab_candidates(logits)
-        array = self._candidates_of(candidates)
-        lib.llama_sampler_apply(sampler, ctypes.byref(array))
-        token = int(array.data[array.selected].id)
+        if stateless:
+            token = int(lib.llama_sampler_sample(sampler, self.ctx, batch_index))
+        else:
+            token = self._draw(sampler, self._candidates(logits))
         if not self.allowed_by(grammar, np.array([token], dtype=np.int32))[0]:
-            candidates = self._vocab_candidates(logits)
-            array = self._candidates_of(candidates)
-            lib.llama_sampler_apply(grammar, ctypes.byref(array))
-            if not np.any(candidates["logit"] != -np.inf):
+            shortlist = np.argpartition(-logits, SHORTLIST)[:SHORTLIST]
+            if also_consider:
+                shortlist = np.union1d(shortlist, np.array(also_consider, dtype=np.int64))
+            token = self._draw_allowed(sampler, grammar, self._candidates(logits, shortlist))
+            if token is None:
+                token = self._draw_allowed(sampler, grammar, self._candidates(logits))
+            if token is None:
                 return None
-            lib.llama_sampler_apply(sampler, ctypes.byref(array))
-            token = int(array.data[array.selected].id)
         lib.llama_sampler_accept(grammar, token)
-        lib.llama_sampler_accept(sampler, token)
+        if not stateless:
+            lib.llama_sampler_accept(sampler, token)
         return token
 
-    def _vocab_candidates(self, logits: np.ndarray) -> np.ndarray:
-        candidates = np.empty(self.n_vocab, dtype=_TOKEN_DATA)
-        candidates["id"] = np.arange(self.n_vocab, dtype=np.int32)
-        candidates["logit"] = logits
+    def _draw(self, sampler: Any, candidates: np.ndarray) -> int:
+        array = self._candidates_of(candidates)
+        self.lib.llama_sampler_apply(sampler, ctypes.byref(array))
+        return int(array.data[array.selected].id)
+
+    def _draw_allowed(self, sampler: Any, grammar: Any, candidates: np.ndarray) -> int | None:
+        """Mask ``candidates`` with the grammar, then draw among what is left (if any)."""
+        self.lib.llama_sampler_apply(grammar, ctypes.byref(self._candidates_of(candidates)))
+        allowed = candidates[candidates["logit"] != -np.inf]
+        if len(allowed) == 0:
+            return None
+        return self._draw(sampler, np.ascontiguousarray(allowed))
+
+    def _candidates(self, logits: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+        ids = self._all_ids if ids is None else ids.astype(np.int32)
+        candidates = np.empty(len(ids), dtype=_TOKEN_DATA)
+        candidates["id"] = ids
+        candidates["logit"] = logits[ids]
         candidates["p"] = 0.0
         return candidates
 

@@ -189,7 +189,11 @@ class LlamaCppScheduler:
             return
         for slot in active:
             if slot.logits_index >= 0 and slot.request is not None:
-                token = model.sample(slot.sampler, slot.logits_index, slot.grammar)
+                params = slot.request.params
+                token = model.sample(
+                    slot.sampler, slot.logits_index, slot.grammar,
+                    also_consider=tuple(t for t, _ in params.logit_bias),
+                    stateless=not (params.frequency_penalty or params.presence_penalty))
                 if token is None:  # the output grammar allows nothing more: cut it here
                     self._finish(slot, "length")
                 else:
