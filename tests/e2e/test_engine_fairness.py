@@ -236,8 +236,11 @@ def test_an_accepted_wide_grammar_slows_other_streams_by_at_most_20_percent(engi
     wide = constrained(schema, max_tokens=400)
     plain = SamplingParams(max_tokens=400, temperature=0.0, top_p=1.0)
     # Alternate, and keep each one's best run: the CPU is shared with other work.
-    plain_gap = min(_gaps_of_others(engine, plain) for _ in range(2))
-    wide_gap = min(_gaps_of_others(engine, wide) for _ in range(2))
+    plain_runs, wide_runs = [], []
+    for _ in range(3):
+        plain_runs.append(_gaps_of_others(engine, plain))
+        wide_runs.append(_gaps_of_others(engine, wide))
+    plain_gap, wide_gap = min(plain_runs), min(wide_runs)
     print(f"\nother streams' median gap: {plain_gap * 1000:.1f} ms beside a plain stream, "
           f"{wide_gap * 1000:.1f} ms beside a 60-value enum array ({wide_gap / plain_gap:.2f}x)")
     assert wide_gap <= 1.2 * plain_gap

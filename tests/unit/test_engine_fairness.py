@@ -12,10 +12,16 @@ import numpy as np
 import pytest
 
 from labs_api.engines.chat.admission import AdmissionQueue, QueuePolicy
-from labs_api.engines.chat.base import ChatMessage, GenerationChunk, SamplingParams
+from labs_api.engines.chat.base import (
+    ChatMessage,
+    GenerationChunk,
+    OutputConstraint,
+    SamplingParams,
+)
 from labs_api.engines.chat.chat_template import CHATML_TEMPLATE, ChatTemplate, render_parts
+from labs_api.engines.chat.grammar import compile_constraint, grammar_for
 from labs_api.engines.embedding.batcher import fair_shares
-from labs_api.engines.errors import EngineBusy, EngineFailed
+from labs_api.engines.errors import EngineBusy, EngineFailed, InvalidRequest
 from labs_api.engines.speech.base import SpeechEngine
 from tests.unit.test_embeddings_batcher import hold_worker, make
 
@@ -147,15 +153,14 @@ def test_a_small_embedding_request_does_not_wait_for_a_large_one_to_finish():
         small = asyncio.ensure_future(batcher.embed(["small one"], "document"))
         await asyncio.sleep(0.02)
         engine.gate.set()
-        await asyncio.gather(blocker, small)
-        calls_when_small_done = len(engine.calls)
-        await large
+        await asyncio.gather(blocker, small, large)
         batcher.close()
-        return calls_when_small_done, len(engine.calls)
+        return engine.calls
 
-    small_done_after, total = asyncio.run(scenario())
-    assert small_done_after <= 2  # the blocker's call, then the one it shared
-    assert total == 1 + 11  # 80 + 1 texts in batches of 8
+    calls = asyncio.run(scenario())
+    small_call = next(i for i, (texts, _) in enumerate(calls) if "small one" in texts)
+    assert small_call == 1  # the first call after the blocker's, not after all 80 big ones
+    assert len(calls) == 1 + 11  # 80 + 1 texts in batches of 8
 
 
 # -- user text stays text -------------------------------------------------------------------
@@ -257,3 +262,69 @@ def test_many_clients_that_give_up_waiting_leave_their_texts_unspoken():
     asyncio.run(scenario())
     engine.close()
     assert len(engine.spoken) <= 5  # of 100 sentences: only what was under way when they left
+
+
+# -- grammar limits, before any model work ------------------------------------------------------
+
+class FakeGrammarModel:
+    """Stands for LlamaCppModel's grammar methods: ``allowed`` decides the mask."""
+
+    n_vocab = 100
+
+    def __init__(self, allowed: bool = True, seconds: float = 0.0) -> None:
+        self.allowed, self.seconds = allowed, seconds
+        self.live: set[int] = set()
+        self.made = 0
+
+    def compile_grammar(self, grammar: str) -> int:
+        self.made += 1
+        self.live.add(self.made)
+        return self.made
+
+    def clone_sampler(self, sampler: int) -> int:
+        return self.compile_grammar("")
+
+    def free_sampler(self, sampler: int) -> None:
+        self.live.remove(sampler)
+
+    def allowed_by(self, grammar: int, tokens: np.ndarray) -> np.ndarray:
+        end = time.thread_time() + self.seconds
+        while time.thread_time() < end:
+            pass
+        return np.full(len(tokens), self.allowed)
+
+
+JSON_SCHEMA = OutputConstraint("json_schema", {"type": "object", "properties": {
+    "name": {"type": "string"}}})
+
+
+def test_one_compiled_grammar_per_generation_from_one_conversion():
+    model = FakeGrammarModel()
+    samplers = compile_constraint(model, JSON_SCHEMA, 4)
+    assert len(set(samplers)) == 4 and model.live == set(samplers)
+
+
+@pytest.mark.parametrize(("model", "why"), [
+    (FakeGrammarModel(allowed=False), "no output can satisfy it"),
+    (FakeGrammarModel(seconds=0.05), "too costly"),
+])
+def test_a_grammar_that_allows_nothing_or_costs_too_much_is_a_400_and_freed(model, why):
+    with pytest.raises(InvalidRequest) as refused:
+        compile_constraint(model, JSON_SCHEMA, 3)
+    assert why in refused.value.message
+    assert refused.value.param == "response_format"
+    assert model.live == set()  # nothing leaks
+
+
+@pytest.mark.parametrize("schema", [
+    {"enum": [f"v{i}" for i in range(4000)]},
+    {"type": "object", "properties": {f"name_{i:05d}": {"type": "string"}
+                                      for i in range(6000)}},
+    {"type": "object", "properties": {"p" * 20_000: {"type": "string"}}},
+])
+def test_schemas_too_big_to_convert_are_refused_before_any_conversion(schema):
+    started = time.perf_counter()
+    with pytest.raises(InvalidRequest) as refused:
+        grammar_for(OutputConstraint("json_schema", schema, param="tools[0]"))
+    assert refused.value.param == "tools[0]"
+    assert time.perf_counter() - started < 0.2

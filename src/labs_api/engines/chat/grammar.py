@@ -29,8 +29,10 @@ from labs_api.engines.errors import InvalidRequest
 #: gigabytes (the process is killed), 30,000 overflows llama.cpp's grammar parser (a crash).
 MAX_SCHEMA_COUNT = 1000
 #: Most properties plus enum/const values plus anyOf/oneOf alternatives in one schema. The
-#: converter's time grows faster than linearly with properties (100: 26 ms, 500: 0.8 s).
-MAX_SCHEMA_BRANCHES = 256
+#: converter's time grows faster than linearly with properties (100: 26 ms, 500: 0.8 s), and
+#: with the length of their names (256 properties of 800 characters: 2.9 s).
+MAX_SCHEMA_BRANCHES = 128
+MAX_SCHEMA_CHARS = 16_000  # the schema as compact JSON
 MAX_GRAMMAR_CHARS = 200_000
 #: Most CPU time one full mask of the vocabulary may take (measured once per request on the
 #: grammar's start, where an enum or a set of properties has every alternative open).
@@ -90,6 +92,9 @@ def grammar_for(constraint: OutputConstraint | None) -> str | None:
     if constraint.kind == "json_object":
         return llama_grammar.JSON_GBNF
     try:
+        chars = len(json.dumps(constraint.schema or {}, separators=(",", ":")))
+        if chars > MAX_SCHEMA_CHARS:
+            raise ValueError(f"it is {chars} characters as JSON; at most {MAX_SCHEMA_CHARS}")
         size = schema_size(constraint.schema)
         if size.largest_count > MAX_SCHEMA_COUNT:
             raise ValueError(f"a repetition count of {size.largest_count} (minLength, "
