@@ -78,15 +78,22 @@ class LlamaCppChatEngine(ChatEngine):
         client writes the whole prompt, as with OpenAI's and llama.cpp's servers)."""
         return self.model.tokenize(text, add_bos=self.model.adds_bos())
 
-    async def stream_tokens(
+    def stream_tokens(
         self, prompt: list[int], params: SamplingParams
     ) -> AsyncIterator[GenerationChunk]:
+        """Queued at once (503 raises here) unless a grammar must be compiled first."""
+        if params.constraint is None:
+            return self.scheduler.submit(prompt, params)
+        return self._constrained(prompt, params)
+
+    async def _constrained(self, prompt: list[int],
+                           params: SamplingParams) -> AsyncIterator[GenerationChunk]:
         group = await self._submit([(prompt, params)])
         try:
             async for _, chunk in group:
                 yield chunk
         finally:
-            await group.aclose()  # type: ignore[attr-defined]
+            await group.aclose()
 
     async def stream_group(
         self, items: list[tuple[list[int], SamplingParams]]
