@@ -328,3 +328,27 @@ def test_schemas_too_big_to_convert_are_refused_before_any_conversion(schema):
         grammar_for(OutputConstraint("json_schema", schema, param="tools[0]"))
     assert refused.value.param == "tools[0]"
     assert time.perf_counter() - started < 0.2
+
+
+# -- a group through the proxy's host ------------------------------------------------------------
+
+def test_the_host_serves_a_group_as_one_stream_and_closing_it_cancels_all():
+    from labs_api.engines.remote import EngineHost
+    from tests.fakes import FakeChatEngine
+
+    engine = FakeChatEngine(reply="one two three four five six", delay=0.01)
+    host = EngineHost("chat", engine)
+    params = SamplingParams(max_tokens=10, temperature=0.0, top_p=1.0)
+
+    async def scenario():
+        whole = [event async for event in host.stream(("group", [([1, 2], params)] * 3), None)]
+        partial = host.stream(("group", [([1, 2], params)] * 3), None)
+        await anext(partial)
+        await partial.aclose()
+        await asyncio.sleep(0.05)
+        return whole
+
+    whole = asyncio.run(scenario())
+    assert {index for index, chunk in whole if chunk.finish_reason} == {0, 1, 2}
+    assert "".join(c.text for i, c in whole if i == 1) == "one two three four five six"
+    assert engine.cancelled == 3  # every generation of the closed group stopped
