@@ -352,3 +352,23 @@ def test_the_host_serves_a_group_as_one_stream_and_closing_it_cancels_all():
     assert {index for index, chunk in whole if chunk.finish_reason} == {0, 1, 2}
     assert "".join(c.text for i, c in whole if i == 1) == "one two three four five six"
     assert engine.cancelled == 3  # every generation of the closed group stopped
+
+
+def test_transformers_engine_tokenizes_message_content_without_special_tokens():
+    """With a real HF tokenizer (the bundled MiniLM's, whose [SEP] is special): [SEP] in a
+    message is plain text, [SEP] in the template's markup is the special token."""
+    from pathlib import Path
+
+    from labs_api.engines.chat.transformers_engine import TransformersChatEngine
+    from labs_api.engines.embedding.factory import bundled_embedding_path
+
+    transformers = pytest.importorskip("transformers")
+    directory = next(Path(bundled_embedding_path()).rglob("tokenizer.json")).parent
+    engine = TransformersChatEngine.__new__(TransformersChatEngine)
+    engine.tokenizer = transformers.AutoTokenizer.from_pretrained(str(directory))
+    engine._fallback_template = ChatTemplate(
+        "{% for m in messages %}[CLS]{{ m['content'] }}[SEP]{% endfor %}")
+    tokens = engine.tokenize_prompt([ChatMessage("user", "hi [SEP] there")])
+    sep = engine.tokenizer.sep_token_id
+    assert tokens[0] == engine.tokenizer.cls_token_id and tokens[-1] == sep
+    assert tokens.count(sep) == 1  # only the template's
