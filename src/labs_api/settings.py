@@ -129,6 +129,12 @@ class Settings(BaseSettings):
         "more gets 503"
     )
     # --- end of speech-to-text block ---
+    # --- speech admission (issue #12) ---
+    tts_max_queue: int = Field(
+        16, ge=1, le=10_000, description="speech requests synthesised at once (taking turns "
+        "sentence by sentence); one more gets 503 with Retry-After"
+    )
+    # --- end of speech admission block ---
 
     # --- operations and security (see README "Operations and security") ---
     api_key: str | None = Field(

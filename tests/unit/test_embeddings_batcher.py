@@ -140,7 +140,7 @@ def test_a_large_request_is_split_into_bounded_batches_in_order():
     assert [c.text for c in result.tokens] == [len(t.split()) for t in texts]
 
 
-def test_a_small_request_rides_along_with_the_rest_of_a_large_one():
+def test_a_small_request_shares_the_very_next_batch_with_a_large_one():
     async def scenario():
         batcher, engine = make(batch_size=8)
         blocker = await hold_worker(engine, batcher)
@@ -154,7 +154,9 @@ def test_a_small_request_rides_along_with_the_rest_of_a_large_one():
 
     engine = asyncio.run(scenario())
     assert sizes(engine) == [1, 8, 3]
-    assert engine.calls[2][0] == ["big 8", "big 9", "small one"]
+    # Fair shares: the small request does not wait behind the whole large one.
+    assert engine.calls[1][0] == [f"big {i}" for i in range(7)] + ["small one"]
+    assert engine.calls[2][0] == ["big 7", "big 8", "big 9"]
 
 
 def test_tasks_are_never_mixed_in_one_call():

@@ -6,11 +6,10 @@ of one prompt, then either gather them or interleave their chunks by choice inde
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from labs_api.engines.chat.base import ChatEngine, GenerationChunk, SamplingParams, TokenLogprob
 from labs_api.ops.context import report_first_token, report_generation
@@ -30,14 +29,19 @@ class Choice:
 
 @dataclass
 class OpenedChoices:
-    """The engine's streams, each already past its first chunk (so queue errors surfaced)."""
+    """The request's generations, each already past its first chunk (so queue errors
+    surfaced): one stream of ``(choice index, chunk)`` for all of them."""
 
     engine: ChatEngine
-    streams: list[AsyncIterator[GenerationChunk]] = field(default_factory=list)
+    count: int = 0
+    events: AsyncIterator[tuple[int, GenerationChunk]] | None = None
+    group: AsyncIterator[tuple[int, GenerationChunk]] | None = None  # the engine's stream
 
     async def aclose(self) -> None:
-        for stream in self.streams:
-            await stream.aclose()  # type: ignore[attr-defined]
+        """Stop every generation (closing ``events`` alone would not, if never iterated)."""
+        for stream in (self.events, self.group):
+            if stream is not None:
+                await stream.aclose()  # type: ignore[attr-defined]
 
 
 def params_for_choice(params: SamplingParams, index: int) -> SamplingParams:
@@ -47,97 +51,83 @@ def params_for_choice(params: SamplingParams, index: int) -> SamplingParams:
     return dataclasses.replace(params, seed=params.seed + index)
 
 
-async def open_choices(engine: ChatEngine, prompt: list[int], params: SamplingParams,
-                       n: int) -> OpenedChoices:
-    """Start ``n`` generations and wait for each one's first chunk. Errors (400, 503) raise
-    here, before any byte of the response is sent; nothing is left running after an error."""
-    opened = OpenedChoices(engine)
+def choice_items(prompt: list[int], params: SamplingParams,
+                 n: int) -> list[tuple[list[int], SamplingParams]]:
+    """The ``n`` generations of one prompt, as one group for ``open_choices``."""
+    return [(prompt, params_for_choice(params, index)) for index in range(n)]
+
+
+async def open_choices(engine: ChatEngine,
+                       items: list[tuple[list[int], SamplingParams]]) -> OpenedChoices:
+    """Start the request's generations as one group (admitted, cancelled and failed
+    together) and wait for each one's first chunk. Errors (400, 503) raise here, before any
+    byte of the response is sent; nothing is left running after an error."""
     started = time.perf_counter()
+    group = engine.stream_group(items)
+    early: list[tuple[int, GenerationChunk]] = []
+    seen: set[int] = set()
     try:
-        for index in range(n):
-            opened.streams.append(engine.stream_prompt(prompt, params_for_choice(params, index)))
-        firsts = await asyncio.gather(*(anext(s) for s in opened.streams))
+        while len(seen) < len(items):
+            index, chunk = await anext(group)
+            early.append((index, chunk))
+            seen.add(index)
+    except StopAsyncIteration:
+        pass
     except BaseException:
-        await opened.aclose()
+        await group.aclose()  # type: ignore[attr-defined]
         raise
     report_first_token(engine.model_id, time.perf_counter() - started)
-    opened.streams = [_with_first(engine.model_id, first, rest)
-                      for first, rest in zip(firsts, opened.streams, strict=True)]
-    return opened
+    return OpenedChoices(engine, len(items), _replayed(engine.model_id, early, group), group)
 
 
-async def _with_first(model_id: str, first: GenerationChunk,
-                      rest: AsyncIterator[GenerationChunk]) -> AsyncIterator[GenerationChunk]:
+async def _replayed(model_id: str, early: list[tuple[int, GenerationChunk]],
+                    rest: AsyncIterator[tuple[int, GenerationChunk]],
+                    ) -> AsyncIterator[tuple[int, GenerationChunk]]:
+    """The chunks read while opening, then the rest; reports each finished generation."""
     try:
-        last = first
-        yield first
-        if first.finish_reason is None:
-            async for chunk in rest:
-                last = chunk
-                yield chunk
-        if last.finish_reason is not None:  # metrics and the access log count the tokens
-            report_generation(model_id, last.prompt_tokens, last.completion_tokens)
+        for event in early:
+            _report(model_id, event[1])
+            yield event
+        async for event in rest:
+            _report(model_id, event[1])
+            yield event
     finally:
         await rest.aclose()  # type: ignore[attr-defined]
 
 
+def _report(model_id: str, chunk: GenerationChunk) -> None:
+    if chunk.finish_reason is not None:  # metrics and the access log count the tokens
+        report_generation(model_id, chunk.prompt_tokens, chunk.completion_tokens)
+
+
 async def collect(opened: OpenedChoices) -> list[Choice]:
-    """Run every choice to the end, concurrently."""
-
-    async def gather_one(index: int, stream: AsyncIterator[GenerationChunk]) -> Choice:
-        pieces: list[str] = []
-        logprobs: list[TokenLogprob] | None = None
-        last = GenerationChunk(finish_reason="stop")
-        async for chunk in stream:
-            pieces.append(chunk.text)
-            if chunk.logprobs is not None:
-                logprobs = (logprobs or []) + chunk.logprobs
-            last = chunk
-        return Choice(index, "".join(pieces), last.finish_reason or "stop", last.prompt_tokens,
-                      last.completion_tokens, logprobs)
-
+    """Run every generation to the end."""
+    pieces: dict[int, list[str]] = {i: [] for i in range(opened.count)}
+    logprobs: dict[int, list[TokenLogprob] | None] = dict.fromkeys(range(opened.count))
+    last: dict[int, GenerationChunk] = {}
     try:
-        return list(await asyncio.gather(*(gather_one(i, s)
-                                           for i, s in enumerate(opened.streams))))
+        async for index, chunk in interleave(opened):
+            pieces[index].append(chunk.text)
+            if chunk.logprobs is not None:
+                logprobs[index] = (logprobs[index] or []) + chunk.logprobs
+            last[index] = chunk
     finally:
         await opened.aclose()
+    choices = []
+    for index in range(opened.count):
+        final = last.get(index, GenerationChunk(finish_reason="stop"))
+        choices.append(Choice(index, "".join(pieces[index]), final.finish_reason or "stop",
+                              final.prompt_tokens, final.completion_tokens, logprobs[index]))
+    return choices
 
 
 async def interleave(opened: OpenedChoices) -> AsyncIterator[tuple[int, GenerationChunk]]:
     """Chunks of every choice as they come, tagged with the choice index."""
-    if len(opened.streams) == 1:
-        try:
-            async for chunk in opened.streams[0]:
-                yield 0, chunk
-        finally:
-            await opened.aclose()
-        return
-    queue: asyncio.Queue[tuple[int, GenerationChunk | BaseException | None]] = asyncio.Queue()
-
-    async def pump(index: int, stream: AsyncIterator[GenerationChunk]) -> None:
-        try:
-            async for chunk in stream:
-                await queue.put((index, chunk))
-        except Exception as exc:  # handed to the consumer, which re-raises it
-            await queue.put((index, exc))
-        finally:
-            await queue.put((index, None))
-
-    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(opened.streams)]
-    running = len(tasks)
+    assert opened.events is not None
     try:
-        while running:
-            index, item = await queue.get()
-            if item is None:
-                running -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield index, item
+        async for event in opened.events:
+            yield event
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         await opened.aclose()
 
 

@@ -19,7 +19,8 @@ from labs_api.engines.chat.base import ChatEngine, ChatMessage, GenerationChunk,
 from labs_api.engines.speech.sentences import split_sentences
 
 #: What a chat stream starts from: ("messages", [ChatMessage]), ("text", str) or
-#: ("tokens", [int]); the host tokenizes, so this side needs no tokenizer.
+#: ("tokens", [int]); the host tokenizes, so this side needs no tokenizer. ("group",
+#: [([int], SamplingParams)]) is a request's generations together (params then unused).
 PromptSource = tuple[str, Any]
 
 
@@ -80,6 +81,13 @@ class RemoteChatEngine(RemoteEngine, ChatEngine):
     def stream_tokens(self, prompt: list[int],
                       params: SamplingParams) -> AsyncIterator[GenerationChunk]:
         return self.stream_prompt(prompt, params)
+
+    def stream_group(self, items: list[tuple[list[int], SamplingParams]],
+                     ) -> AsyncIterator[tuple[int, GenerationChunk]]:
+        """One stream for all the generations of a request (the host admits, cancels and
+        fails them together); closing it cancels every one of them there."""
+        group = [(list(prompt), params) for prompt, params in items]
+        return self._transport.stream("stream", ("group", group), None)
 
     def queue_stats(self) -> tuple[int, int] | None:
         stats = getattr(self._transport, "queue_stats", None)
@@ -163,8 +171,11 @@ class EngineHost:
             text, voice = args
             return self.engine.stream(text, voice)
         source, params = args
-        if source[0] == "tokens":
-            return self.engine.stream_prompt(list(source[1]), params)
+        what, value = source
+        if what == "tokens":
+            return self.engine.stream_prompt(list(value), params)
+        if what == "group":
+            return self.engine.stream_group(list(value))
         return self._chat_after_tokenizing(source, params)
 
     async def _chat_after_tokenizing(self, source: PromptSource,

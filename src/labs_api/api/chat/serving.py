@@ -20,6 +20,7 @@ from labs_api.api.chat.tools import ToolSpec, looks_like_call, parse_call
 from labs_api.api.choices import (
     Choice,
     OpenedChoices,
+    choice_items,
     collect,
     interleave,
     logprobs_content,
@@ -44,7 +45,7 @@ class ChatService:
         params = request.to_sampling_params(self.settings)
         check_logit_bias(engine, params)
         prompt = await engine.prompt_tokens(request.engine_messages())
-        return await open_choices(engine, prompt, params, request.n)
+        return await open_choices(engine, choice_items(prompt, params, request.n))
 
     async def open_events(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
         """Start the generations, then hand back their stream of chunk objects."""
@@ -98,12 +99,12 @@ class ChatService:
                              "finish_reason": finish}],
             }
 
-        for index in range(len(opened.streams)):
+        for index in range(opened.count):
             yield chunk(index, {"role": "assistant"})
         prompt_tokens = 0
         completion_tokens: dict[int, int] = {}
         # With tools, an answer that may be a call is held back until it is known.
-        held: dict[int, str] = {i: "" for i in range(len(opened.streams))} if tools else {}
+        held: dict[int, str] = {i: "" for i in range(opened.count)} if tools else {}
         async for index, piece in interleave(opened):
             logprobs = None if piece.logprobs is None else {
                 "content": logprobs_content(piece.logprobs), "refusal": None}

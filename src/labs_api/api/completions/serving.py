@@ -10,7 +10,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from labs_api.api.chat.serving import check_logit_bias
-from labs_api.api.choices import OpenedChoices, collect, interleave, open_choices
+from labs_api.api.choices import (
+    OpenedChoices,
+    choice_items,
+    collect,
+    interleave,
+    open_choices,
+)
 from labs_api.api.completions.protocol import (
     CompletionChoice,
     CompletionRequest,
@@ -38,18 +44,16 @@ class CompletionService:
         # What echo puts first: each prompt's text (a 422 here, before anything starts, for
         # token ids the engine cannot turn back into text).
         echoed = await echo_texts(engine, request.prompts()) if request.echo else None
-        opened = OpenedChoices(engine)
         texts, prompt_tokens = [], 0
-        try:
-            for prompt in request.prompts():
-                tokens = await engine.text_tokens(prompt) if isinstance(prompt, str) else prompt
-                texts.append(prompt if isinstance(prompt, str) else "")
-                prompt_tokens += len(tokens)
-                opened.streams += (await open_choices(engine, tokens, params, request.n)).streams
-        except BaseException:
-            await opened.aclose()
-            raise
-        return opened, echoed or texts, prompt_tokens
+        items = []
+        for prompt in request.prompts():
+            tokens = await engine.text_tokens(prompt) if isinstance(prompt, str) else prompt
+            texts.append(prompt if isinstance(prompt, str) else "")
+            prompt_tokens += len(tokens)
+            items += choice_items(tokens, params, request.n)
+        # Every prompt's n choices in one group: admitted (and counted) as generations,
+        # cancelled and failed together.
+        return await open_choices(engine, items), echoed or texts, prompt_tokens
 
     async def open_events(self, request: CompletionRequest) -> AsyncIterator[dict[str, Any]]:
         """Start the generations, then hand back their stream of chunk objects."""

@@ -1,5 +1,12 @@
 """Requests on their way into a batching chat engine: the bounded waiting queue (503 past its
-bound or its timeout), and the hand-over of generated chunks to the request's event loop."""
+bound or its timeout), and the hand-over of generated chunks to the request's event loop.
+
+The unit of admission is a *group*: the ``n`` choices of one chat request, or the prompts x
+``n`` of a legacy completion. A group is admitted as a whole (its generations count one by one
+against the queue bound, and either all of them enter the queue or none does), and it ends as a
+whole: when one member fails, or the consumer stops listening, every member is cancelled, so no
+slot keeps decoding for a client that is gone.
+"""
 
 from __future__ import annotations
 
@@ -9,84 +16,136 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from labs_api.engines.chat.base import GenerationChunk, SamplingParams, TokenLogprob
 from labs_api.engines.errors import EngineBusy
 
+#: One member of a group: its prompt, its parameters, and (optionally) an engine-specific
+#: prepared form of its output constraint (for llama.cpp: a compiled grammar sampler).
+GroupItem = tuple[list[int], SamplingParams, Any]
 
-@dataclass
+
+class RequestGroup:
+    """The generations of one request: one output queue of ``(index, chunk | error)``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.output: asyncio.Queue[tuple[int, GenerationChunk | BaseException]] = \
+            asyncio.Queue()
+        self.members: list[GenerationRequest] = []
+
+    def put(self, index: int, item: GenerationChunk | BaseException) -> bool:
+        """Called from the engine's thread. False when nobody is listening any more."""
+        try:
+            self.loop.call_soon_threadsafe(self.output.put_nowait, (index, item))
+            return True
+        except RuntimeError:  # the request's event loop is closed
+            self.cancel()
+            return False
+
+    def cancel(self) -> None:
+        for member in self.members:
+            member.cancelled = True
+
+
+@dataclass(eq=False)
 class GenerationRequest:
     """One generation: its prompt and parameters, and where its output goes."""
 
     prompt: list[int]
     params: SamplingParams
-    loop: asyncio.AbstractEventLoop
-    output: asyncio.Queue = field(default_factory=asyncio.Queue)
+    group: RequestGroup
+    index: int = 0
     enqueued_at: float = field(default_factory=time.monotonic)
     cancelled: bool = False
-    grammar: str | None = None  # engine-specific form of params.constraint
+    taken: bool = False  # the engine took it from the queue (and owns ``prepared`` now)
+    prepared: Any = None  # engine-specific form of params.constraint (owned by the engine)
 
     def deliver(self, item: GenerationChunk | BaseException) -> None:
         """Called from the engine's thread: hand a chunk (or an error) to the consumer."""
-        try:
-            self.loop.call_soon_threadsafe(self.output.put_nowait, item)
-        except RuntimeError:  # the request's event loop is closed: nobody is listening
+        if not self.group.put(self.index, item):
             self.cancelled = True
 
 
 @dataclass(frozen=True)
 class QueuePolicy:
-    max_waiting: int  # requests waiting for capacity; one more gets 503 at once
+    max_waiting: int  # generations waiting for capacity; past it a request gets 503 at once
     timeout_s: float  # a request that waited this long for capacity gets 503
 
 
 class AdmissionQueue:
-    """Requests waiting for a place in the batch. Thread-safe; ``wakeup`` wakes the engine."""
+    """Generations waiting for a place in the batch. Thread-safe; ``wakeup`` wakes the engine.
 
-    def __init__(self, policy: QueuePolicy, capacity: int) -> None:
+    ``release`` (optional) is called, on the consumer's side, with each member's ``prepared``
+    value once the group is over, for members that never reached the engine: the engine
+    frees what it prepared for the others itself.
+    """
+
+    def __init__(self, policy: QueuePolicy, capacity: int,
+                 release: Callable[[Any], None] | None = None) -> None:
         self.policy = policy
         self.capacity = capacity
         self.wakeup = threading.Condition()
+        self.release = release
         self._waiting: collections.deque[GenerationRequest] = collections.deque()
 
     def submit(self, prompt: list[int], params: SamplingParams, has_room: Callable[[], bool],
-               grammar: str | None = None) -> AsyncIterator[GenerationChunk]:
-        """Queue a request from the event loop; 503 at once when the queue is full."""
-        request = GenerationRequest(prompt, params, asyncio.get_running_loop(), grammar=grammar)
+               grammar: Any = None) -> AsyncIterator[GenerationChunk]:
+        """One generation on its own (a group of one); 503 at once when the queue is full."""
+        group = self.submit_group([(prompt, params, grammar)],
+                                  lambda: 1 if has_room() else 0)
+        return _single(group)
+
+    def submit_group(self, items: list[GroupItem],
+                     free_slots: Callable[[], int]) -> GroupStream:
+        """Queue every generation of a request, or none: 503 at once when they do not all
+        fit in the free slots plus the room left in the queue."""
+        group = RequestGroup(asyncio.get_running_loop())
+        group.members = [GenerationRequest(prompt, params, group, index, prepared=prepared)
+                         for index, (prompt, params, prepared) in enumerate(items)]
         with self.wakeup:
             waiting = self.waiting_count()
-            if waiting >= self.policy.max_waiting and not has_room():
+            if waiting + len(items) - free_slots() > self.policy.max_waiting:
+                self._release_unstarted(group)
                 raise EngineBusy(
-                    f"Server busy: all {self.capacity} generation slots are in use and "
-                    f"{waiting} requests are already waiting. Retry shortly.",
+                    f"Server busy: this request asks for {len(items)} generation(s); "
+                    f"{free_slots()} of {self.capacity} generation slots are free and "
+                    f"{max(0, self.policy.max_waiting - waiting)} more may wait in the queue. "
+                    "Retry shortly.",
                     retry_after=max(1, min(30, int(self.policy.timeout_s // 10))),
                     code="server_overloaded",
                 )
-            self._waiting.append(request)
+            self._waiting.extend(group.members)
             self.wakeup.notify()
-        return self._consume(request)
+        return self._consume(group)
 
-    async def _consume(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        try:
-            while True:
-                item = await request.output.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason is not None:
-                    return
-        finally:
-            if not request.cancelled:
-                request.cancelled = True
-                with self.wakeup:
-                    self.wakeup.notify()
+    def _consume(self, group: RequestGroup) -> GroupStream:
+        return GroupStream(self, group)
+
+    def _close(self, group: RequestGroup) -> None:
+        """The consumer is done with ``group``: stop every member, free the unstarted."""
+        with self.wakeup:
+            group.cancel()
+            self._waiting = collections.deque(r for r in self._waiting if not r.cancelled)
+            self._release_unstarted(group)
+            self.wakeup.notify()
+
+    def _release_unstarted(self, group: RequestGroup) -> None:
+        """Free what was prepared for members the engine never took (with ``wakeup`` held
+        or before the group was queued)."""
+        for member in group.members:
+            if member.prepared is not None and not member.taken:
+                if self.release is not None:
+                    self.release(member.prepared)
+                member.prepared = None
 
     def waiting_count(self) -> int:
         return sum(1 for r in self._waiting if not r.cancelled)
 
     def take(self, count: int) -> list[GenerationRequest]:
-        """Up to ``count`` live requests, oldest first; expired ones get their 503 here.
-        Call with ``wakeup`` held, from the engine's thread."""
+        """Up to ``count`` live generations, oldest first; expired ones get their 503 here
+        (which fails their whole group). Call with ``wakeup`` held, from the engine's thread."""
         now = time.monotonic()
         taken: list[GenerationRequest] = []
         kept: collections.deque[GenerationRequest] = collections.deque()
@@ -94,15 +153,17 @@ class AdmissionQueue:
             if request.cancelled:
                 continue
             if len(taken) < count:
+                request.taken = True
                 taken.append(request)
             elif now - request.enqueued_at > self.policy.timeout_s:
+                request.group.cancel()
                 request.deliver(EngineBusy(
                     f"Server busy: no generation slot became free within "
                     f"{self.policy.timeout_s:g} s. Retry shortly.",
                     retry_after=2, code="queue_timeout"))
             else:
                 kept.append(request)
-        self._waiting = kept
+        self._waiting = collections.deque(r for r in kept if not r.cancelled)
         return taken
 
     def fail_all(self, error: BaseException) -> None:
@@ -110,6 +171,51 @@ class AdmissionQueue:
             for request in self._waiting:
                 request.deliver(error)
             self._waiting.clear()
+
+
+class GroupStream:
+    """What a group's consumer iterates: ``(index, chunk)`` until every member finished. An
+    error of one member raises (and stops the others); ``aclose`` stops them all, even if
+    iteration never began (an async generator's ``aclose`` would skip its cleanup then)."""
+
+    def __init__(self, queue: AdmissionQueue, group: RequestGroup) -> None:
+        self._queue = queue
+        self._group = group
+        self._unfinished = len(group.members)
+        self._closed = False
+
+    def __aiter__(self) -> GroupStream:
+        return self
+
+    async def __anext__(self) -> tuple[int, GenerationChunk]:
+        if self._closed or not self._unfinished:
+            await self.aclose()
+            raise StopAsyncIteration
+        try:
+            index, item = await self._group.output.get()
+        except BaseException:
+            await self.aclose()
+            raise
+        if isinstance(item, BaseException):
+            await self.aclose()
+            raise item  # one member failed: the whole request fails
+        if item.finish_reason is not None:
+            self._unfinished -= 1
+        return index, item
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue._close(self._group)
+
+
+async def _single(group: GroupStream,
+                  ) -> AsyncIterator[GenerationChunk]:
+    try:
+        async for _, chunk in group:
+            yield chunk
+    finally:
+        await group.aclose()  # type: ignore[attr-defined]
 
 
 def deliver_final(request: GenerationRequest, text: str, reason: str, completion_tokens: int,

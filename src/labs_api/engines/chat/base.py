@@ -120,10 +120,8 @@ class ChatEngine(ABC):
     ) -> AsyncIterator[GenerationChunk]:
         return self.stream_prompt(self.tokenize_prompt(messages), params)
 
-    def stream_prompt(
-        self, prompt: list[int], params: SamplingParams
-    ) -> AsyncIterator[GenerationChunk]:
-        """Check the prompt fits (400 before anything starts), then generate."""
+    def check_prompt(self, prompt: list[int], params: SamplingParams) -> None:
+        """400 before anything starts: a field this engine cannot honour, or no room."""
         self.check_supported(params)
         if len(prompt) >= self.context_length:
             raise PromptTooLong(
@@ -131,7 +129,55 @@ class ChatEngine(ABC):
                 f"{self.context_length} tokens, and the reply needs room too.",
                 param="messages",
             )
+
+    def stream_prompt(
+        self, prompt: list[int], params: SamplingParams
+    ) -> AsyncIterator[GenerationChunk]:
+        """Check the prompt fits (400 before anything starts), then generate."""
+        self.check_prompt(prompt, params)
         return self.stream_tokens(prompt, params)
+
+    async def stream_group(
+        self, items: list[tuple[list[int], SamplingParams]]
+    ) -> AsyncIterator[tuple[int, GenerationChunk]]:
+        """The generations of one request (its ``n`` choices, or a legacy completion's
+        prompts x ``n``) as one stream of ``(index, chunk)``; it ends when every generation
+        has sent its finish chunk. They succeed or fail together: an error of one ends the
+        stream (and the others), and closing the stream cancels all of them.
+
+        Batching engines override this to admit the group at once; this default runs
+        ``stream_prompt`` for each item."""
+        for prompt, params in items:
+            self.check_prompt(prompt, params)
+        streams = [self.stream_prompt(prompt, params) for prompt, params in items]
+        queue: asyncio.Queue[tuple[int, GenerationChunk | BaseException | None]] = \
+            asyncio.Queue()
+
+        async def pump(index: int, stream: AsyncIterator[GenerationChunk]) -> None:
+            try:
+                async for chunk in stream:
+                    await queue.put((index, chunk))
+            except Exception as exc:
+                await queue.put((index, exc))
+            finally:
+                await queue.put((index, None))
+                await stream.aclose()  # type: ignore[attr-defined]
+
+        tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+        running = len(tasks)
+        try:
+            while running:
+                index, item = await queue.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield index, item
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def generate(self, messages: list[ChatMessage], params: SamplingParams) -> Generation:
         pieces: list[str] = []

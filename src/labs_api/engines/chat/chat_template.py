@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import secrets
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -49,3 +52,31 @@ class ChatTemplate:
             # Templates reject what the model cannot take (e.g. roles out of order).
             raise InvalidRequest(f"The model's chat template rejected the messages: {exc}",
                                   param="messages") from None
+
+
+#: A piece of a rendered prompt: its text, and whether it is the template's own markup (whose
+#: special-token text becomes special tokens) or a message's content (always plain text).
+PromptPart = tuple[str, bool]
+
+
+def render_parts(render: Callable[[list[ChatMessage]], str],
+                 messages: list[ChatMessage]) -> list[PromptPart]:
+    """Render ``messages`` through ``render`` with each content replaced by a placeholder,
+    then cut the text at the placeholders: what a client wrote never passes for markup, so
+    ``<|im_end|>`` in a message is text, not the end of its turn."""
+    nonce = secrets.token_hex(8)
+    marker = re.compile(f"\ue000{nonce}:(\\d+)\ue001")
+    stand_ins = [ChatMessage(m.role, f"\ue000{nonce}:{i}\ue001") for i, m in enumerate(messages)]
+    text = render(stand_ins)
+    parts: list[PromptPart] = []
+    position = 0
+    for found in marker.finditer(text):
+        if found.start() > position:
+            parts.append((text[position:found.start()], True))
+        content = messages[int(found.group(1))].content
+        if content:
+            parts.append((content, False))
+        position = found.end()
+    if position < len(text):
+        parts.append((text[position:], True))
+    return parts

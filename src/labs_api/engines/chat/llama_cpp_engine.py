@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
-import json
 import os
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +14,12 @@ from labs_api.engines.chat.base import (
     ChatEngine,
     ChatMessage,
     GenerationChunk,
-    OutputConstraint,
     SamplingParams,
 )
-from labs_api.engines.chat.chat_template import CHATML_TEMPLATE, ChatTemplate
+from labs_api.engines.chat.chat_template import CHATML_TEMPLATE, ChatTemplate, render_parts
+from labs_api.engines.chat.grammar import compile_constraint, grammar_for, largest_count
 from labs_api.engines.chat.llama_cpp_model import ContextShape, LlamaCppModel
 from labs_api.engines.chat.llama_cpp_scheduler import LlamaCppScheduler
-from labs_api.engines.errors import InvalidRequest
 
 
 def default_thread_count() -> int:
@@ -64,12 +62,21 @@ class LlamaCppChatEngine(ChatEngine):
             threads)
 
     def tokenize_prompt(self, messages: list[ChatMessage]) -> list[int]:
-        text = self.template.render(messages)
+        """The template's markup is tokenized with special tokens, each message's content as
+        plain text (a client cannot close its turn by writing ``<|im_end|>``)."""
+        parts = render_parts(self.template.render, messages)
         bos = self.template.bos_token
-        add_bos = self.model.adds_bos() and not (bos and text.startswith(bos))
-        return self.model.tokenize(text, add_bos=add_bos)
+        starts_with_bos = bool(parts and parts[0][1] and bos and parts[0][0].startswith(bos))
+        tokens: list[int] = []
+        if self.model.adds_bos() and not starts_with_bos:
+            tokens.append(self.model.bos_token())
+        for text, markup in parts:
+            tokens += self.model.tokenize(text, add_bos=False, special=markup)
+        return tokens
 
     def tokenize_text(self, text: str) -> list[int]:
+        """Legacy completions: the prompt is raw model input, special tokens included (the
+        client writes the whole prompt, as with OpenAI's and llama.cpp's servers)."""
         return self.model.tokenize(text, add_bos=self.model.adds_bos())
 
     def detokenize(self, tokens: list[int]) -> str:
@@ -90,7 +97,62 @@ class LlamaCppChatEngine(ChatEngine):
     def stream_tokens(
         self, prompt: list[int], params: SamplingParams
     ) -> AsyncIterator[GenerationChunk]:
-        return self.scheduler.submit(prompt, params, grammar_for(params.constraint))
+        """Queued at once (503 raises here) unless a grammar must be compiled first."""
+        if params.constraint is None:
+            return self.scheduler.submit(prompt, params)
+        return self._constrained(prompt, params)
+
+    async def _constrained(self, prompt: list[int],
+                           params: SamplingParams) -> AsyncIterator[GenerationChunk]:
+        group = await self._submit([(prompt, params)])
+        try:
+            async for _, chunk in group:
+                yield chunk
+        finally:
+            await group.aclose()
+
+    async def stream_group(
+        self, items: list[tuple[list[int], SamplingParams]]
+    ) -> AsyncIterator[tuple[int, GenerationChunk]]:
+        """The generations of one request, admitted, cancelled and failed together."""
+        for prompt, params in items:
+            self.check_prompt(prompt, params)
+        group = await self._submit(items)
+        try:
+            async for event in group:
+                yield event
+        finally:
+            await group.aclose()  # type: ignore[attr-defined]
+
+    async def _submit(self, items: list[tuple[list[int], SamplingParams]],
+                      ) -> AsyncIterator[tuple[int, GenerationChunk]]:
+        grammars = await asyncio.to_thread(self._compile_grammars, items)
+        # On a 503 the queue frees the grammars itself.
+        return self.scheduler.submit_group(
+            [(prompt, params, grammar)
+             for (prompt, params), grammar in zip(items, grammars, strict=True)])
+
+    def _compile_grammars(self, items: list[tuple[list[int], SamplingParams]]) -> list:
+        """One compiled grammar per generation; each distinct constraint is converted and
+        compiled once, then cloned (on a worker thread: never on the loop or decode thread)."""
+        by_constraint: dict[int, list[int]] = {}
+        for index, (_, params) in enumerate(items):
+            if params.constraint is not None:
+                by_constraint.setdefault(id(params.constraint), []).append(index)
+        grammars: list = [None] * len(items)
+        try:
+            for indexes in by_constraint.values():
+                constraint = items[indexes[0]][1].constraint
+                assert constraint is not None
+                for index, grammar in zip(indexes, compile_constraint(
+                        self.model, constraint, len(indexes)), strict=True):
+                    grammars[index] = grammar
+        except BaseException:
+            for grammar in grammars:
+                if grammar is not None:
+                    self.model.free_sampler(grammar)
+            raise
+        return grammars
 
     def queue_stats(self) -> tuple[int, int]:
         return self.scheduler.active_count(), self.scheduler.waiting_count()
@@ -100,58 +162,4 @@ class LlamaCppChatEngine(ChatEngine):
         self.model.close()
 
 
-#: Largest count a JSON schema may ask for (minLength, maxLength, minItems, maxItems, a pattern's
-#: {m,n}). llama-cpp-python's converter writes a count out as that many nested rules: 10^9 takes
-#: gigabytes (the process is killed), 30,000 overflows llama.cpp's grammar parser (a crash).
-MAX_SCHEMA_COUNT = 1000
-MAX_GRAMMAR_CHARS = 1_000_000
-_COUNT_KEYS = ("minLength", "maxLength", "minItems", "maxItems")
-_QUANTIFIER = re.compile(r"\{\s*(\d*)\s*(?:,\s*(\d*)\s*)?\}")
-
-
-def largest_count(schema: object) -> int:
-    """The largest repetition count anywhere in ``schema``."""
-    if isinstance(schema, list):
-        return max([0, *(largest_count(item) for item in schema)])
-    if not isinstance(schema, dict):
-        return 0
-    counts = [v for k, v in schema.items() if k in _COUNT_KEYS and isinstance(v, int)]
-    pattern = schema.get("pattern")
-    if isinstance(pattern, str):
-        counts += [int(n) for bounds in _QUANTIFIER.findall(pattern) for n in bounds if n]
-    return max([0, *counts, *(largest_count(value) for value in schema.values())])
-
-
-#: llama-cpp-python's schema converter lets a JSON string hold raw control characters
-#: (``char ::= [^"\\] | ...``), so a constrained answer could be invalid JSON (a raw newline
-#: inside a string); JSON allows them only escaped.
-_LOOSE_CHAR = re.compile(r'^(char ::= )\[\^"\\\\\]', re.MULTILINE)
-
-
-def strict_json_strings(grammar: str) -> str:
-    """The grammar with its string characters limited to what JSON allows unescaped."""
-    return _LOOSE_CHAR.sub(lambda m: m.group(1) + r'[^"\\\x7F\x00-\x1F]', grammar)
-
-
-def grammar_for(constraint: OutputConstraint | None) -> str | None:
-    """The GBNF grammar that makes llama.cpp's output valid JSON (against a schema, if any)."""
-    if constraint is None:
-        return None
-    from llama_cpp import llama_grammar
-
-    if constraint.kind == "json_object":
-        return llama_grammar.JSON_GBNF
-    try:
-        count = largest_count(constraint.schema)
-        if count > MAX_SCHEMA_COUNT:
-            raise ValueError(f"a repetition count of {count} (minLength, maxLength, minItems, "
-                             f"maxItems or a pattern's {{m,n}}); at most {MAX_SCHEMA_COUNT}")
-        grammar = strict_json_strings(
-            llama_grammar.json_schema_to_gbnf(json.dumps(constraint.schema or {})))
-        if len(grammar) > MAX_GRAMMAR_CHARS:
-            raise ValueError(f"its grammar is {len(grammar)} characters; at most "
-                             f"{MAX_GRAMMAR_CHARS}")
-        return grammar
-    except Exception as exc:  # the converter raises plain exceptions for what it cannot do
-        raise InvalidRequest(f"Unsupported JSON schema in {constraint.param}: {exc}",
-                              param=constraint.param) from None
+__all__ = ["LlamaCppChatEngine", "LlamaCppOptions", "grammar_for", "largest_count"]

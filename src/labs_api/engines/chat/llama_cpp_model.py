@@ -40,6 +40,12 @@ def native_stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
+#: llama_token_data as a numpy record: a candidates array numpy fills and llama.cpp reads.
+_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+#: Most likely tokens the grammar checks first when it rejected the model's own choice.
+SHORTLIST = 256
+
+
 class DecodeError(RuntimeError):
     """llama_decode failed (for example: no room left in the KV cache)."""
 
@@ -88,6 +94,7 @@ class LlamaCppModel:
         self.batch = lib.llama_batch_init(shape.batch_tokens, 0, 1)
         self.threads = shape.threads
         self._piece_buffer = ctypes.create_string_buffer(256)
+        self._all_ids = np.arange(self.n_vocab, dtype=np.int32)
 
     # -- text <-> tokens ---------------------------------------------------------------------
 
@@ -103,21 +110,26 @@ class LlamaCppModel:
     def adds_bos(self) -> bool:
         return bool(self.lib.llama_vocab_get_add_bos(self.vocab))
 
+    def bos_token(self) -> int:
+        return int(self.lib.llama_vocab_bos(self.vocab))
+
     def special_token_text(self, which: str) -> str:
         token = getattr(self.lib, f"llama_vocab_{which}")(self.vocab)
         return "" if token < 0 else self.piece(token, special=True).decode("utf-8", "ignore")
 
-    def tokenize(self, text: str, add_bos: bool) -> list[int]:
+    def tokenize(self, text: str, add_bos: bool, special: bool = True) -> list[int]:
+        """``special``: text such as ``<|im_end|>`` becomes its special token (for the chat
+        template's markup only; never for what a client wrote)."""
         data = text.encode("utf-8")
         capacity = len(data) + 8
         tokens = (self.lib.llama_token * capacity)()
         count = self.lib.llama_tokenize(self.vocab, data, len(data), tokens, capacity,
-                                        add_bos, True)
+                                        add_bos, special)
         if count < 0:  # the buffer was too small: -count is the size needed
             capacity = -count
             tokens = (self.lib.llama_token * capacity)()
             count = self.lib.llama_tokenize(self.vocab, data, len(data), tokens, capacity,
-                                            add_bos, True)
+                                            add_bos, special)
         return list(tokens[:count])
 
     def piece(self, token: int, special: bool = False) -> bytes:
@@ -166,10 +178,11 @@ class LlamaCppModel:
 
     # -- sampling ------------------------------------------------------------------------------
 
-    def new_sampler(self, params: SamplingParams, seed: int, grammar: str | None = None) -> Any:
+    def new_sampler(self, params: SamplingParams, seed: int) -> Any:
         """A llama.cpp sampler chain for one request, in OpenAI's order: logit bias, penalties
-        on the tokens generated so far, the output grammar, then temperature, top-k, top-p and
-        a seeded draw (or the most likely token at temperature 0)."""
+        on the tokens generated so far, then temperature, top-k, top-p and a seeded draw (or
+        the most likely token at temperature 0). An output grammar is a separate sampler
+        (``compile_grammar``), applied by ``sample`` only where it is needed."""
         lib = self.lib
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         add = lambda sampler: lib.llama_sampler_chain_add(chain, sampler)  # noqa: E731
@@ -181,12 +194,6 @@ class LlamaCppModel:
             add(lib.llama_sampler_init_penalties(self.n_vocab, self.context_per_slot, 1.0,
                                                  params.frequency_penalty,
                                                  params.presence_penalty))
-        if grammar is not None:
-            constrained = lib.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
-            if not constrained:
-                lib.llama_sampler_free(chain)
-                raise ValueError("llama.cpp could not compile the output grammar")
-            add(constrained)
         if params.temperature <= 0.0:
             add(lib.llama_sampler_init_greedy())
             return chain
@@ -197,6 +204,87 @@ class LlamaCppModel:
             add(lib.llama_sampler_init_top_p(params.top_p, 1))
         add(lib.llama_sampler_init_dist(seed))
         return chain
+
+    # -- output grammars (thread-safe: they touch only the vocabulary) ----------------------
+
+    def compile_grammar(self, grammar: str) -> Any:
+        """Parse a GBNF grammar into a grammar sampler; ValueError when llama.cpp cannot."""
+        with native_stderr_silenced():
+            sampler = self.lib.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
+        if not sampler:
+            raise ValueError("llama.cpp could not compile the output grammar")
+        return sampler
+
+    def clone_sampler(self, sampler: Any) -> Any:
+        return self.lib.llama_sampler_clone(sampler)
+
+    def allowed_by(self, grammar: Any, tokens: np.ndarray) -> np.ndarray:
+        """Which of ``tokens`` the grammar allows next (does not advance it)."""
+        candidates = np.zeros(len(tokens), dtype=_TOKEN_DATA)
+        candidates["id"] = tokens
+        self.lib.llama_sampler_apply(grammar, ctypes.byref(self._candidates_of(candidates)))
+        return candidates["logit"] != -np.inf
+
+    def _candidates_of(self, data: np.ndarray) -> Any:
+        return self.lib.llama_token_data_array(
+            data.ctypes.data_as(ctypes.POINTER(self.lib.llama_token_data)), len(data), -1, False)
+
+    def sample(self, sampler: Any, batch_index: int, grammar: Any = None,
+               also_consider: tuple[int, ...] = (), stateless: bool = False) -> int | None:
+        """Draw the next token from the logits at ``batch_index`` (and record it for penalties).
+
+        With a grammar, the token is drawn without it first and only checked against it (one
+        token: cheap). When the grammar rejects it, the draw is repeated among the
+        ``SHORTLIST`` most likely tokens (plus ``also_consider``, the logit-biased ones) that
+        the grammar allows, and only if it allows none of those over the whole vocabulary
+        (whose mask costs milliseconds to a second, depending on the grammar).
+        ``stateless``: the chain keeps no state of accepted tokens (no penalties), so the first
+        draw may use llama.cpp's own (faster) one even if its token is then refused. Returns None
+        when the grammar allows no token at all (an unsatisfiable schema): nothing is
+        accepted then, so llama.cpp never sees a token its grammar forbids (which aborts)."""
+        lib = self.lib
+        if grammar is None:
+            return int(lib.llama_sampler_sample(sampler, self.ctx, batch_index))
+        pointer = lib.llama_get_logits_ith(self.ctx, batch_index)
+        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+        if stateless:
+            token = int(lib.llama_sampler_sample(sampler, self.ctx, batch_index))
+        else:
+            token = self._draw(sampler, self._candidates(logits))
+        if not self.allowed_by(grammar, np.array([token], dtype=np.int32))[0]:
+            shortlist = np.argpartition(-logits, SHORTLIST)[:SHORTLIST]
+            if also_consider:
+                shortlist = np.union1d(shortlist, np.array(also_consider, dtype=np.int64))
+            token = self._draw_allowed(sampler, grammar, self._candidates(logits, shortlist))
+            if token is None:
+                token = self._draw_allowed(sampler, grammar, self._candidates(logits))
+            if token is None:
+                return None
+        lib.llama_sampler_accept(grammar, token)
+        if not stateless:
+            lib.llama_sampler_accept(sampler, token)
+        return token
+
+    def _draw(self, sampler: Any, candidates: np.ndarray) -> int:
+        array = self._candidates_of(candidates)
+        self.lib.llama_sampler_apply(sampler, ctypes.byref(array))
+        return int(array.data[array.selected].id)
+
+    def _draw_allowed(self, sampler: Any, grammar: Any, candidates: np.ndarray) -> int | None:
+        """Mask ``candidates`` with the grammar, then draw among what is left (if any)."""
+        self.lib.llama_sampler_apply(grammar, ctypes.byref(self._candidates_of(candidates)))
+        allowed = candidates[candidates["logit"] != -np.inf]
+        if len(allowed) == 0:
+            return None
+        return self._draw(sampler, np.ascontiguousarray(allowed))
+
+    def _candidates(self, logits: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+        ids = self._all_ids if ids is None else ids.astype(np.int32)
+        candidates = np.empty(len(ids), dtype=_TOKEN_DATA)
+        candidates["id"] = ids
+        candidates["logit"] = logits[ids]
+        candidates["p"] = 0.0
+        return candidates
 
     def logprobs(self, batch_index: int, token: int, top: int) -> TokenLogprob:
         """Log probability of ``token`` under the model's raw distribution at
@@ -214,10 +302,6 @@ class LlamaCppModel:
     def _token_entry(self, token: int, logprob: float) -> tuple[str, float, bytes]:
         raw = self.piece(token)
         return raw.decode("utf-8", errors="replace"), logprob, raw
-
-    def sample(self, sampler: Any, batch_index: int) -> int:
-        """Draw the next token from the logits at ``batch_index`` (and record it for penalties)."""
-        return int(self.lib.llama_sampler_sample(sampler, self.ctx, batch_index))
 
     def free_sampler(self, sampler: Any) -> None:
         self.lib.llama_sampler_free(sampler)

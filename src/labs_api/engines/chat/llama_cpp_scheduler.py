@@ -22,13 +22,14 @@ from labs_api.compute import CPU_WORK
 from labs_api.engines.chat.admission import (
     AdmissionQueue,
     GenerationRequest,
+    GroupItem,
     QueuePolicy,
     deliver_final,
 )
 from labs_api.engines.chat.base import GenerationChunk, SamplingParams, TokenLogprob
 from labs_api.engines.chat.llama_cpp_model import DecodeError, LlamaCppModel
 from labs_api.engines.chat.stop_text import StopSequenceFilter
-from labs_api.engines.errors import EngineFailed, EngineUnavailable, InvalidRequest
+from labs_api.engines.errors import EngineFailed, EngineUnavailable
 
 log = logging.getLogger("labs_api.llama_cpp")
 
@@ -42,6 +43,7 @@ class Slot:
     request: GenerationRequest | None = None
     pending: list[int] = field(default_factory=list)  # tokens to feed in the next steps
     sampler: Any = None
+    grammar: Any = None  # the request's own grammar sampler (owned by the slot while it runs)
     decoder: Any = None
     stops: StopSequenceFilter | None = None
     produced: int = 0
@@ -59,7 +61,7 @@ class LlamaCppScheduler:
         self.model = model
         self.full_threads = threads
         self.slots = [Slot(sequence=i) for i in range(slots)]
-        self.queue = AdmissionQueue(policy, capacity=slots)
+        self.queue = AdmissionQueue(policy, capacity=slots, release=model.free_sampler)
         self._stopping = False
         self.reused_prompt_tokens = 0
         self._thread = threading.Thread(target=self._run, name="llama-cpp-scheduler",
@@ -69,9 +71,15 @@ class LlamaCppScheduler:
     # -- called from the event loop -------------------------------------------------------------
 
     def submit(self, prompt: list[int], params: SamplingParams,
-               grammar: str | None = None) -> AsyncIterator[GenerationChunk]:
+               grammar: Any = None) -> AsyncIterator[GenerationChunk]:
         """Queue a generation; raises 503 at once when the queue is full."""
         return self.queue.submit(prompt, params, self._has_free_slot, grammar)
+
+    def submit_group(self, items: list[GroupItem]) -> AsyncIterator[tuple[int, GenerationChunk]]:
+        """Queue the generations of one request together; 503 at once for all of them when
+        they do not all fit. Each item's third element is its compiled grammar sampler (or
+        None), which the scheduler then owns."""
+        return self.queue.submit_group(items, self._free_slots)
 
     def active_count(self) -> int:
         return sum(1 for s in self.slots if s.request is not None)
@@ -89,6 +97,9 @@ class LlamaCppScheduler:
 
     def _has_free_slot(self) -> bool:
         return any(s.request is None for s in self.slots)
+
+    def _free_slots(self) -> int:
+        return sum(1 for s in self.slots if s.request is None)
 
     def _run(self) -> None:
         wakeup = self.queue.wakeup
@@ -121,15 +132,13 @@ class LlamaCppScheduler:
         return max(free, key=lambda s: (common_prefix(s.cached, prompt), -s.last_used))
 
     def _start(self, slot: Slot, request: GenerationRequest) -> None:
+        """Give ``request`` the slot. Nothing slow here (it runs with the queue's lock held):
+        the grammar was compiled before the request was queued."""
         model = self.model
         params = request.params
         seed = params.seed if params.seed is not None else random.getrandbits(32)
-        try:
-            sampler = model.new_sampler(params, seed & 0xFFFFFFFF, request.grammar)
-        except ValueError as exc:
-            request.deliver(InvalidRequest(f"Cannot constrain the output: {exc}",
-                                            param="response_format"))
-            return
+        slot.grammar, request.prepared = request.prepared, None
+        sampler = model.new_sampler(params, seed & 0xFFFFFFFF)
         # Keep the shared prefix; at least one prompt token must be fed to get logits.
         keep = min(common_prefix(slot.cached, request.prompt), len(request.prompt) - 1)
         model.forget(slot.sequence, keep)
@@ -180,7 +189,15 @@ class LlamaCppScheduler:
             return
         for slot in active:
             if slot.logits_index >= 0 and slot.request is not None:
-                self._advance(slot, model.sample(slot.sampler, slot.logits_index))
+                params = slot.request.params
+                token = model.sample(
+                    slot.sampler, slot.logits_index, slot.grammar,
+                    also_consider=tuple(t for t, _ in params.logit_bias),
+                    stateless=not (params.frequency_penalty or params.presence_penalty))
+                if token is None:  # the output grammar allows nothing more: cut it here
+                    self._finish(slot, "length")
+                else:
+                    self._advance(slot, token)
 
     def _thread_count(self) -> int:
         """All cores while several sequences decode together; one core fewer while another
@@ -237,6 +254,9 @@ class LlamaCppScheduler:
         if slot.sampler is not None:
             self.model.free_sampler(slot.sampler)
             slot.sampler = None
+        if slot.grammar is not None:
+            self.model.free_sampler(slot.grammar)
+            slot.grammar = None
         slot.request = None
         slot.pending = []
         slot.last_used = time.monotonic()

@@ -9,7 +9,7 @@ from typing import Any
 
 from labs_api.engines.chat.admission import AdmissionQueue, QueuePolicy
 from labs_api.engines.chat.base import ChatEngine, ChatMessage, GenerationChunk, SamplingParams
-from labs_api.engines.chat.chat_template import CHATML_TEMPLATE, ChatTemplate
+from labs_api.engines.chat.chat_template import CHATML_TEMPLATE, ChatTemplate, render_parts
 from labs_api.engines.chat.transformers_batcher import PaddedBatchRunner
 from labs_api.engines.errors import UnsupportedRequest
 from labs_api.engines.optional import MissingBackendError, require
@@ -120,16 +120,22 @@ class TransformersChatEngine(ChatEngine):
         pad = self.tokenizer.pad_token_id
         return int(pad) if pad is not None else min(self.end_token_ids, default=0)
 
-    def tokenize_prompt(self, messages: list[ChatMessage]) -> list[int]:
+    def _render(self, messages: list[ChatMessage]) -> str:
         if self._fallback_template is not None:
-            text = self._fallback_template.render(messages)
-        else:
-            text = self.tokenizer.apply_chat_template(
-                [{"role": m.role, "content": m.content} for m in messages],
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            return self._fallback_template.render(messages)
+        return self.tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in messages],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+
+    def tokenize_prompt(self, messages: list[ChatMessage]) -> list[int]:
+        """Markup with special tokens; each message's content as plain text only."""
+        tokens: list[int] = []
+        for text, markup in render_parts(self._render, messages):
+            tokens += self.tokenizer(text, add_special_tokens=False,
+                                     split_special_tokens=not markup)["input_ids"]
+        return tokens
 
     def tokenize_text(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
@@ -150,6 +156,21 @@ class TransformersChatEngine(ChatEngine):
         self, prompt: list[int], params: SamplingParams
     ) -> AsyncIterator[GenerationChunk]:
         return self.queue.submit(prompt, params, self.batcher.has_room)
+
+    async def stream_group(
+        self, items: list[tuple[list[int], SamplingParams]]
+    ) -> AsyncIterator[tuple[int, GenerationChunk]]:
+        """The generations of one request, admitted, cancelled and failed together."""
+        for prompt, params in items:
+            self.check_prompt(prompt, params)
+        group = self.queue.submit_group(
+            [(prompt, params, None) for prompt, params in items],
+            lambda: self.batcher.max_batch if self.batcher.has_room() else 0)
+        try:
+            async for event in group:
+                yield event
+        finally:
+            await group.aclose()  # type: ignore[attr-defined]
 
     def close(self) -> None:
         self.batcher.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -11,6 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from labs_api.compute import CPU_WORK
+from labs_api.engines.errors import EngineBusy
 from labs_api.engines.speech.sentences import split_sentences
 
 
@@ -26,11 +28,17 @@ class SpeechEngine(ABC):
     voices: tuple[str, ...]
     #: Longest piece of text handed to ``synthesize`` at once (longer sentences are cut).
     max_sentence_chars: int = 300
+    #: Requests in synthesis at once (taking turns sentence by sentence); one more gets 503
+    #: at once rather than a share that makes every one of them slow (LABS_TTS_MAX_QUEUE).
+    max_queue: int = 16
 
     def __init__(self) -> None:
         # One worker: the model runs one sentence at a time, and concurrent requests take
         # turns sentence by sentence (each request submits its next sentence when it needs it).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speech")
+        self._admitted = 0
+        self.sentences_synthesised = 0  # how many ``synthesize`` calls ran (tests, logs)
+        self._seconds_per_sentence = 0.0  # a moving average, for Retry-After
 
     @property
     def default_voice(self) -> str:
@@ -51,8 +59,27 @@ class SpeechEngine(ABC):
         a sentence not yet started is never synthesised.
         """
         loop = asyncio.get_running_loop()
-        sentences = self.sentences(text)
+        self._admit()
+        samples = self._stream_admitted(loop, self.sentences(text), voice)
+        try:
+            async for part in samples:
+                yield part
+        finally:
+            self._admitted -= 1
+            await samples.aclose()  # cancels the next sentence if it has not started
 
+    def _admit(self) -> None:
+        """Count this request in, or refuse it (503 with an estimate of when to retry)."""
+        if self._admitted >= self.max_queue:
+            wait = self._admitted * max(self._seconds_per_sentence, 0.1)
+            raise EngineBusy(
+                f"Speech synthesis is busy: {self._admitted} requests are being synthesised "
+                f"(at most {self.max_queue}). Retry shortly.",
+                retry_after=max(1, min(30, round(wait))), code="server_overloaded")
+        self._admitted += 1
+
+    async def _stream_admitted(self, loop: asyncio.AbstractEventLoop, sentences: list[str],
+                               voice: str) -> AsyncIterator[np.ndarray]:
         def submit(index: int) -> Future[np.ndarray] | None:
             if index >= len(sentences):
                 return None
@@ -73,8 +100,14 @@ class SpeechEngine(ABC):
 
     def _synthesize_marked(self, sentence: str, voice: str) -> np.ndarray:
         # While a sentence is synthesised, the chat scheduler leaves this work a core.
+        started = time.perf_counter()
         with CPU_WORK.running():
-            return self.synthesize(sentence, voice)
+            samples = self.synthesize(sentence, voice)
+        elapsed = time.perf_counter() - started
+        self.sentences_synthesised += 1
+        average = self._seconds_per_sentence
+        self._seconds_per_sentence = elapsed if average == 0 else 0.8 * average + 0.2 * elapsed
+        return samples
 
     async def synthesize_all(self, text: str, voice: str) -> np.ndarray:
         """Every sentence of ``text``, joined."""

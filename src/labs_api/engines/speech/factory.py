@@ -23,6 +23,12 @@ def engine_name(source: str) -> str:
 
 def load_speech_engine(source: str, settings: Settings) -> SpeechEngine:
     """Piper for the bundled voice and ``.onnx`` files; Bark through transformers otherwise."""
+    engine = _load(source, settings)
+    engine.max_queue = settings.tts_max_queue
+    return engine
+
+
+def _load(source: str, settings: Settings) -> SpeechEngine:
     if engine_name(source) == "piper":
         from labs_api.engines.speech.piper_engine import PiperSpeechEngine
 
