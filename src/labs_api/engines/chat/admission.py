@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +27,47 @@ from labs_api.engines.errors import EngineBusy
 GroupItem = tuple[list[int], SamplingParams, Any]
 
 
+class StepDeliveries:
+    """Chunks produced during one decode step, handed to each event loop in one callback.
+
+    Delivered one ``call_soon_threadsafe`` at a time, a step's chunks reach the loop spread over
+    several of its turns (the engine thread and the loop take turns at the GIL), so an engine
+    worker would send them as several messages. Gathered, they arrive together: one message
+    per step for all its slots.
+    """
+
+    _local = threading.local()
+
+    @classmethod
+    @contextlib.contextmanager
+    def gathered(cls) -> Any:
+        cls._local.pending = pending = {}
+        try:
+            yield
+        finally:
+            cls._local.pending = None
+            for loop, batch in pending.items():
+                try:
+                    loop.call_soon_threadsafe(_put_all, batch)
+                except RuntimeError:  # that loop is closed: nobody is listening
+                    for group, _, _ in batch:
+                        group.cancel()
+
+    @classmethod
+    def add(cls, group: RequestGroup, item: tuple[int, Any]) -> bool:
+        """Gather ``item`` if a step is being gathered on this thread; False if not."""
+        pending = getattr(cls._local, "pending", None)
+        if pending is None:
+            return False
+        pending.setdefault(group.loop, []).append((group, group.output, item))
+        return True
+
+
+def _put_all(batch: list[tuple[Any, asyncio.Queue, tuple[int, Any]]]) -> None:
+    for _, queue, item in batch:
+        queue.put_nowait(item)
+
+
 class RequestGroup:
     """The generations of one request: one output queue of ``(index, chunk | error)``."""
 
@@ -37,6 +79,8 @@ class RequestGroup:
 
     def put(self, index: int, item: GenerationChunk | BaseException) -> bool:
         """Called from the engine's thread. False when nobody is listening any more."""
+        if StepDeliveries.add(self, (index, item)):
+            return True
         try:
             self.loop.call_soon_threadsafe(self.output.put_nowait, (index, item))
             return True

@@ -24,12 +24,14 @@ from labs_api.engines.chat.admission import (
     GenerationRequest,
     GroupItem,
     QueuePolicy,
+    StepDeliveries,
     deliver_final,
 )
 from labs_api.engines.chat.base import GenerationChunk, SamplingParams, TokenLogprob
 from labs_api.engines.chat.llama_cpp_model import DecodeError, LlamaCppModel
 from labs_api.engines.chat.stop_text import StopSequenceFilter
 from labs_api.engines.errors import EngineFailed, EngineUnavailable
+from labs_api.engines.progress import PROGRESS
 
 log = logging.getLogger("labs_api.llama_cpp")
 
@@ -187,6 +189,12 @@ class LlamaCppScheduler:
             for slot in active:
                 self._fail(slot, EngineFailed(str(exc)))
             return
+        PROGRESS.tick()
+        with StepDeliveries.gathered():
+            self._sample_all(active)
+
+    def _sample_all(self, active: list[Slot]) -> None:
+        model = self.model
         for slot in active:
             if slot.logits_index >= 0 and slot.request is not None:
                 params = slot.request.params

@@ -33,6 +33,7 @@ from labs_api.engines.embedding.base import (
     InputTooLongError,
     TokenCount,
 )
+from labs_api.engines.progress import PROGRESS
 
 log = logging.getLogger("labs_api.embeddings")
 
@@ -251,6 +252,7 @@ class EmbeddingBatcher:
             return
         elapsed = time.perf_counter() - started
         self.model_calls += 1
+        PROGRESS.tick()  # a supervisor tells a long request from a stuck engine by this
         log.debug("embedded %d inputs of %d requests in %.1f ms", len(texts), len(batch),
                   elapsed * 1000)
         rate = len(texts) / max(elapsed, 1e-6)
