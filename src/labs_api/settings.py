@@ -147,6 +147,7 @@ class Settings(BaseSettings):
         "limit)"
     )
     metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics")
+    ui: bool = Field(True, description="Serve the web playground at / (false: the API alone)")
 
     @field_validator("api_key", "rate_limit", "cors_origins", mode="before")
     @classmethod
