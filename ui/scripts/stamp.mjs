@@ -2,7 +2,7 @@
 // and a hash of each built file. tests/unit/test_ui_static.py recomputes both, so a commit
 // whose sources changed without a rebuild (or whose build was edited by hand) fails CI.
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -13,6 +13,7 @@ const SOURCE_ENTRIES = ['index.html', 'package.json', 'package-lock.json', 'vite
   'scripts', 'src'];
 
 function walk(path) {
+  if (!existsSync(path)) return [];
   if (statSync(path).isDirectory()) {
     return readdirSync(path).flatMap((name) => walk(join(path, name)));
   }

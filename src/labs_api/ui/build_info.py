@@ -18,7 +18,10 @@ BUILD_INFO = "build-info.json"
 
 
 def _files_under(path: Path) -> list[Path]:
-    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    """Every file at or under ``path`` (none if it does not exist)."""
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    return [path] if path.is_file() else []
 
 
 def sources_digest(ui_dir: Path) -> str:
