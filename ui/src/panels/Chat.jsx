@@ -73,8 +73,10 @@ export function Chat() {
     setStreaming(true);
     let firstTokenAt = 0;
     try {
+      // Only role and content go to the server: the stored messages also hold usage figures.
+      const turns = history.map(({ role, content }) => ({ role, content }));
       const messages = system.trim()
-        ? [{ role: 'system', content: system.trim() }, ...history] : history;
+        ? [{ role: 'system', content: system.trim() }, ...turns] : turns;
       const response = await call('/v1/chat/completions', {
         signal: abort.signal,
         json: { model, messages, stream: true, stream_options: { include_usage: true },
@@ -95,7 +97,15 @@ export function Chat() {
       }
     } catch (e) {
       if (e?.name === 'AbortError') setReply((m) => ({ ...m, stopped: true }));
-      else setError(messageOf(e));
+      else {
+        setError(messageOf(e));
+        // a reply that never started is dropped, so the failed turn can be sent again
+        update(id, (c) => {
+          const last = c.messages[c.messages.length - 1];
+          return last?.role === 'assistant' && !last.content
+            ? { ...c, messages: c.messages.slice(0, -1) } : c;
+        });
+      }
     } finally {
       setStreaming(false);
       controller.current = null;
