@@ -27,6 +27,7 @@ from labs_api.errors import install_error_handlers
 from labs_api.models import ModelRegistry
 from labs_api.ops.install import install_operations
 from labs_api.settings import Settings
+from labs_api.ui.routes import install_ui
 
 log = logging.getLogger("labs_api")
 
@@ -75,4 +76,6 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.include_router(transcription_router)
     # Keys, rate limit, CORS, body size, request ids and access log, /metrics, offline /docs.
     install_operations(app, settings)
+    if settings.ui:
+        install_ui(app)  # the web playground at / (the API keeps every path it had)
     return app

@@ -158,6 +158,7 @@ class Settings(BaseSettings):
         "limit)"
     )
     metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics")
+    ui: bool = Field(True, description="Serve the web playground at / (false: the API alone)")
 
     # --- request limits and connection bounds (see README "Limits") ---
     max_messages: int = Field(

@@ -22,10 +22,11 @@ from labs_api.ops.context import current_request
 log = logging.getLogger("labs_api.security")
 
 BEARER_SCHEME = "APIKey"
-#: What stays open without a key (and outside the rate limit): probes, metrics and the docs.
+#: What stays open without a key (and outside the rate limit): probes, metrics, the docs and
+#: the playground's page and files (the playground itself sends the key with its API calls).
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect",
-                          "/redoc", "/openapi.json"})
-PUBLIC_PREFIXES = ("/docs-assets/",)
+                          "/redoc", "/openapi.json", "/"})
+PUBLIC_PREFIXES = ("/docs-assets/", "/ui/")
 
 
 def route_path(scope: Scope) -> str:

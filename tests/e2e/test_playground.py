@@ -1,0 +1,213 @@
+"""The playground in headless Chromium against the real server on the bundled models, with
+every request outside the server refused: chat streams and stops, speech decodes, a heatmap
+renders, the server panel shows the models, a key unlocks a guarded server, and axe-core finds
+no serious accessibility violation. Each test leaves a screenshot in tests/artifacts/;
+LABS_DOCS_SCREENSHOT=1 also writes docs/playground.png from the chat test."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.browser import browsing, playwright_missing
+from tests.e2e.server import running_server
+
+REPO = Path(__file__).resolve().parents[2]
+UI_DIR = REPO / "ui"
+AXE_SCRIPT = UI_DIR / "node_modules" / "axe-core" / "axe.min.js"
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(playwright_missing() is not None,
+                                 reason=playwright_missing() or "")]
+
+
+def slots_active(base_url: str) -> float:
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    return sum(float(m) for m in re.findall(r"^labs_chat_slots_active\{[^}]*\} (\S+)$", text,
+                                             re.MULTILINE))
+
+
+def open_tab(session, base_url: str, tab: str) -> None:
+    session.page.goto(f"{base_url}/#{tab}")
+    session.page.wait_for_selector(f"#panel-{tab}:not([hidden])")
+
+
+def test_chat_streams_an_answer_with_usage_and_stop_cancels_the_next(base_url):
+    with browsing(base_url) as session:
+        page = session.page
+        open_tab(session, base_url, "chat")
+        page.wait_for_selector("#chat-model option", state="attached")
+        page.fill("#chat-input", "Say hello in one short sentence.")
+        page.click("button[type=submit]:has-text('Send')")
+        usage = page.wait_for_selector(".msg.assistant .usage")
+        assert re.search(r"\d+ prompt \+ \d+ completion tokens", usage.inner_text())
+        first = page.inner_text(".msg.assistant .markdown")
+        assert first.strip(), "no streamed text"
+
+        # A long answer, stopped as soon as text appears: the fetch is aborted, the server
+        # frees its slot, and the text stops growing.
+        page.fill("#chat-max-tokens", "1500")
+        page.fill("#chat-input", "Write a very long story about a dragon who learns to cook, "
+                                 "with many chapters.")
+        page.click("button[type=submit]:has-text('Send')")
+        try:
+            page.wait_for_function(
+                "() => { const m = document.querySelectorAll('.msg.assistant .markdown');"
+                " return m.length === 2 && m[1].textContent.trim().length > 0; }")
+        finally:
+            session.screenshot("chat-streaming")
+        session.screenshot("chat-streaming")
+        page.click("button.stop")
+        page.wait_for_selector(".msg.assistant >> text=Stopped.")
+        stopped_text = page.inner_text(".msg.assistant:nth-of-type(4) .markdown")
+        deadline = time.monotonic() + 10
+        while slots_active(base_url) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert slots_active(base_url) == 0, "the server kept generating after Stop"
+        time.sleep(0.5)
+        assert page.inner_text(".msg.assistant:nth-of-type(4) .markdown") == stopped_text
+        assert page.is_visible("button[type=submit]:has-text('Send')")
+
+        # The conversation is kept in the browser: it survives a reload.
+        page.reload()
+        page.wait_for_selector(".msg.user >> text=Say hello in one short sentence.")
+        shot = session.screenshot("chat")
+        if os.environ.get("LABS_DOCS_SCREENSHOT") == "1":
+            shutil.copyfile(shot, REPO / "docs" / "playground.png")
+        session.assert_clean()
+
+
+def test_speech_plays_a_decodable_clip(base_url):
+    with browsing(base_url) as session:
+        page = session.page
+        open_tab(session, base_url, "speech")
+        page.fill("#tts-text", "Hello from the playground. This is a test.")
+        page.click("button:has-text('Speak')")
+        duration = page.wait_for_function(
+            "() => { const a = document.querySelector('audio');"
+            " return a && a.readyState >= 1 && Number.isFinite(a.duration) && a.duration > 0"
+            " ? a.duration : null; }").json_value()
+        assert 0.5 < duration < 20, duration
+        assert page.is_visible("button:has-text('Download')")
+        session.screenshot("speech")
+        session.assert_clean()
+
+
+def test_transcription_of_an_uploaded_file_shows_timed_segments(base_url, tmp_path):
+    speech = httpx.post(f"{base_url}/v1/audio/speech", timeout=120, json={
+        "model": "tts-1", "voice": "alloy", "input": "The quick brown fox jumps over the dog.",
+        "response_format": "mp3"})
+    assert speech.status_code == 200
+    clip = tmp_path / "fox.mp3"
+    clip.write_bytes(speech.content)
+    with browsing(base_url) as session:
+        page = session.page
+        open_tab(session, base_url, "transcription")
+        page.set_input_files("#stt-file", str(clip))
+        page.wait_for_selector(".segments tbody tr")
+        assert "fox" in page.inner_text(".transcript").lower()
+        assert re.match(r"0:\d\d\.\d\d", page.inner_text(".segments tbody td"))
+        with page.expect_download() as info:
+            page.click("button:has-text('Download SRT')")
+        srt = Path(info.value.path()).read_text()
+        assert re.search(r"^1\n00:00:\d\d,\d{3} --> 00:00:\d\d,\d{3}\n", srt), srt
+        session.screenshot("transcription")
+        session.assert_clean()
+
+
+def test_embeddings_render_a_four_by_four_heatmap(base_url):
+    with browsing(base_url) as session:
+        page = session.page
+        open_tab(session, base_url, "embeddings")
+        page.click("button:has-text('Compare')")
+        page.wait_for_selector(".heatmap .cell")
+        cells = page.query_selector_all(".heatmap .cell")
+        assert len(cells) == 16
+        assert [cells[i * 5].inner_text() for i in range(4)] == ["1.00"] * 4
+        colours = {c.evaluate("e => getComputedStyle(e).backgroundColor") for c in cells}
+        assert len(colours) > 2, colours  # coloured by value, not one colour
+        cells[1].hover()
+        assert re.search(r"“Hello world” × “Hi there”: 0\.\d{4}", page.inner_text(".readout"))
+        session.screenshot("embeddings")
+        session.assert_clean()
+
+
+def test_server_panel_shows_each_model_state_and_worker(base_url):
+    models = httpx.get(f"{base_url}/ready").json()["models"]
+    with browsing(base_url) as session:
+        page = session.page
+        open_tab(session, base_url, "server")
+        for model in models:
+            row = page.wait_for_selector(f"tr[data-model='{model['id']}']")
+            assert row.query_selector(".state").inner_text().startswith(model["state"])
+            assert str(model["pid"]) in row.inner_text()
+        page.wait_for_selector(".figures >> text=Completion tokens")
+        session.screenshot("server")
+        session.assert_clean()
+
+
+@pytest.fixture(scope="module")
+def axe_script() -> str:
+    """axe-core's axe.min.js from ui/node_modules (installed with npm ci if missing)."""
+    if not AXE_SCRIPT.is_file():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.skip("npm is not installed: axe-core comes from ui/'s npm packages")
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=UI_DIR, check=True,
+                       capture_output=True, timeout=600)
+    return AXE_SCRIPT.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("tab", ["chat", "speech", "transcription", "embeddings", "server"])
+def test_no_serious_accessibility_violations(base_url, axe_script, tab):
+    with browsing(base_url, bypass_csp=True) as session:
+        page = session.page
+        open_tab(session, base_url, tab)
+        if tab == "embeddings":
+            page.click("button:has-text('Compare')")
+            page.wait_for_selector(".heatmap .cell")
+        if tab == "server":
+            page.wait_for_selector("table.models tbody tr")
+        page.add_script_tag(content=axe_script)
+        results = page.evaluate("async () => (await axe.run(document)).violations"
+                                ".map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.length}))")
+        bad = [v for v in results if v["impact"] in ("serious", "critical")]
+        assert bad == [], bad
+        session.assert_clean()
+
+
+def test_with_a_key_the_page_shows_401_then_works_with_the_key():
+    env = {"LABS_PRELOAD_ON_START": "false", "LABS_API_KEY": "s3cret"}
+    with running_server(env, wait_ready=False) as url:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        with browsing(url) as session:
+            page = session.page
+            open_tab(session, url, "embeddings")
+            page.click("button:has-text('Compare')")
+            alert = page.wait_for_selector("#panel-embeddings [role=alert]")
+            assert "401" in alert.inner_text() and "API key" in alert.inner_text()
+            session.screenshot("key-401")
+            page.fill("#api-key", "s3cret")
+            page.click("button:has-text('Save key')")
+            page.click("button:has-text('Compare')")
+            page.wait_for_selector(".heatmap .cell", timeout=120_000)
+            assert page.query_selector("#panel-embeddings [role=alert]") is None
+            page.reload()  # the key is kept in the browser
+            assert page.input_value("#api-key") == "s3cret"
+            session.screenshot("key-ok")
+            # the 401s were the page's own requests: nothing else went wrong
+            session.errors = [e for e in session.errors if "401" not in e]
+            session.assert_clean()
