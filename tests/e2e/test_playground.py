@@ -149,6 +149,9 @@ def test_server_panel_shows_each_model_state_and_worker(base_url):
             assert row.query_selector(".state").inner_text().startswith(model["state"])
             assert str(model["pid"]) in row.inner_text()
         page.wait_for_selector(".figures >> text=Completion tokens")
+        loaded_ms = page.evaluate(
+            "() => performance.getEntriesByType('navigation')[0].loadEventEnd")
+        assert 0 < loaded_ms < 1000, loaded_ms
         session.screenshot("server")
         session.assert_clean()
 
