@@ -25,6 +25,7 @@ class Choice:
     prompt_tokens: int
     completion_tokens: int
     logprobs: list[TokenLogprob] | None = None
+    cached_tokens: int = 0  # of ``prompt_tokens``, those the engine's prefix cache held
 
 
 @dataclass
@@ -117,7 +118,8 @@ async def collect(opened: OpenedChoices) -> list[Choice]:
     for index in range(opened.count):
         final = last.get(index, GenerationChunk(finish_reason="stop"))
         choices.append(Choice(index, "".join(pieces[index]), final.finish_reason or "stop",
-                              final.prompt_tokens, final.completion_tokens, logprobs[index]))
+                              final.prompt_tokens, final.completion_tokens, logprobs[index],
+                              final.cached_tokens))
     return choices
 
 

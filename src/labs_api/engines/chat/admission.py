@@ -263,8 +263,9 @@ async def _single(group: GroupStream,
 
 
 def deliver_final(request: GenerationRequest, text: str, reason: str, completion_tokens: int,
-                  logprobs: list[TokenLogprob] | None = None) -> None:
+                  logprobs: list[TokenLogprob] | None = None, cached_tokens: int = 0) -> None:
     """The last chunk of a generation: remaining text, finish reason and token counts."""
     request.deliver(GenerationChunk(text=text, finish_reason=reason,  # type: ignore[arg-type]
                                     prompt_tokens=len(request.prompt),
-                                    completion_tokens=completion_tokens, logprobs=logprobs))
+                                    completion_tokens=completion_tokens, logprobs=logprobs,
+                                    cached_tokens=cached_tokens))

@@ -64,6 +64,7 @@ class GenerationChunk:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     logprobs: list[TokenLogprob] | None = None
+    cached_tokens: int = 0  # prompt tokens whose KV came from the slot's cache (final chunk)
 
 
 @dataclass

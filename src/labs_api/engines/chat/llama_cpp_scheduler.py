@@ -49,6 +49,7 @@ class Slot:
     decoder: Any = None
     stops: StopSequenceFilter | None = None
     produced: int = 0
+    reused: int = 0  # prompt tokens of the running request found in the cache
     budget: int = 0
     logits_index: int = -1  # where this slot's logits are in the batch just decoded
     last_used: float = 0.0
@@ -145,6 +146,7 @@ class LlamaCppScheduler:
         keep = min(common_prefix(slot.cached, request.prompt), len(request.prompt) - 1)
         model.forget(slot.sequence, keep)
         self.reused_prompt_tokens += keep
+        slot.reused = keep
         slot.request = request
         slot.cached = request.prompt[:keep]
         slot.pending = request.prompt[keep:]
@@ -243,7 +245,8 @@ class LlamaCppScheduler:
         request = slot.request
         assert request is not None and slot.stops is not None
         tail = slot.stops.push(slot.decoder.decode(b"", final=True)) + slot.stops.flush()
-        deliver_final(request, tail, reason, slot.produced, self._take_logprobs(slot))
+        deliver_final(request, tail, reason, slot.produced, self._take_logprobs(slot),
+                      cached_tokens=slot.reused)
         self._release(slot)
 
     @staticmethod
