@@ -55,15 +55,19 @@ class Browsing:
 
 
 @contextlib.contextmanager
-def browsing(base_url: str, bypass_csp: bool = False) -> Iterator[Browsing]:
+def browsing(base_url: str, bypass_csp: bool = False,
+             microphone: Path | None = None) -> Iterator[Browsing]:
     """A fresh Chromium profile with one page; only ``base_url``'s origin is reachable.
-    ``bypass_csp`` lets a test inject a script (axe-core) past the page's policy."""
+    ``bypass_csp`` lets a test inject a script (axe-core) past the page's policy;
+    ``microphone`` is a WAV file the fake microphone plays (in a loop)."""
     from playwright.sync_api import sync_playwright
 
     origin = urlsplit(base_url)
     with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+            profile, executable_path=CHROMIUM, headless=True,
+            args=CHROMIUM_FLAGS + ([f"--use-file-for-fake-audio-capture={microphone}"]
+                                   if microphone else []),
             viewport={"width": 1280, "height": 860}, accept_downloads=True,
             bypass_csp=bypass_csp)
         try:

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import time
+import wave
 from pathlib import Path
 
 import httpx
@@ -84,19 +85,69 @@ def test_chat_streams_an_answer_with_usage_and_stop_cancels_the_next(base_url):
         session.assert_clean()
 
 
-def test_speech_plays_a_decodable_clip(base_url):
+LONG_TEXT = " ".join(f"This is sentence number {n} of the streaming test." for n in range(1, 13))
+
+
+def speech_timeline(page) -> dict:
+    """The page's record of the last clip: mode, firstAudio, end (performance.now() marks)."""
+    return page.wait_for_function("() => window.__labsSpeechTimeline").json_value()
+
+
+def test_speech_plays_while_it_streams_and_the_clip_decodes(base_url):
     with browsing(base_url) as session:
         page = session.page
         open_tab(session, base_url, "speech")
-        page.fill("#tts-text", "Hello from the playground. This is a test.")
+        page.fill("#tts-text", LONG_TEXT)
         page.click("button:has-text('Speak')")
+        timeline = speech_timeline(page)
+        # MP3 goes through Media Source Extensions: the first audio was in the element
+        # before the last byte arrived (twelve sentences are synthesised one by one).
+        assert timeline["mode"] == "mse", timeline
+        assert timeline["firstAudio"] < timeline["end"], timeline
         duration = page.wait_for_function(
             "() => { const a = document.querySelector('audio');"
             " return a && a.readyState >= 1 && Number.isFinite(a.duration) && a.duration > 0"
             " ? a.duration : null; }").json_value()
-        assert 0.5 < duration < 20, duration
+        assert 5 < duration < 60, duration
+        page.wait_for_function("() => document.querySelector('audio').currentTime > 0")
         assert page.is_visible("button:has-text('Download')")
         session.screenshot("speech")
+        session.assert_clean()
+
+
+def test_raw_pcm_plays_as_it_streams_and_replays_as_wav(base_url):
+    with browsing(base_url) as session:
+        page = session.page
+        open_tab(session, base_url, "speech")
+        page.select_option("#tts-format", "pcm")
+        page.fill("#tts-text", "Raw samples, played on the Web Audio clock. Then replayed.")
+        page.click("button:has-text('Speak')")
+        timeline = speech_timeline(page)
+        assert timeline["mode"] == "pcm", timeline
+        assert timeline["scheduledSeconds"] > 1, timeline
+        duration = page.wait_for_function(
+            "() => { const a = document.querySelector('audio');"
+            " return a && Number.isFinite(a.duration) && a.duration > 0 ? a.duration : null; }"
+        ).json_value()
+        # the replay element holds exactly what was scheduled (24 kHz, 16-bit)
+        assert abs(duration - timeline["scheduledSeconds"]) < 0.05, (duration, timeline)
+        with page.expect_download() as info:
+            page.click("button:has-text('Download')")
+        raw = Path(info.value.path()).read_bytes()
+        assert abs(len(raw) / 48000 - timeline["scheduledSeconds"]) < 0.01
+        session.assert_clean()
+
+
+def test_speech_stop_ends_the_request(base_url):
+    with browsing(base_url) as session:
+        page = session.page
+        open_tab(session, base_url, "speech")
+        page.fill("#tts-text", LONG_TEXT * 4)
+        page.click("button:has-text('Speak')")
+        page.click("#panel-speech button:has-text('Stop')")
+        alert = page.wait_for_selector("#panel-speech [role=alert]")
+        assert "Stopped" in alert.inner_text()
+        assert page.is_visible("button:has-text('Speak')")
         session.assert_clean()
 
 
@@ -119,6 +170,33 @@ def test_transcription_of_an_uploaded_file_shows_timed_segments(base_url, tmp_pa
         srt = Path(info.value.path()).read_text()
         assert re.search(r"^1\n00:00:\d\d,\d{3} --> 00:00:\d\d,\d{3}\n", srt), srt
         session.screenshot("transcription")
+        session.assert_clean()
+
+
+def test_transcription_of_a_microphone_recording(base_url, tmp_path):
+    """Chromium's fake microphone plays a WAV of our own speech; the page records it with
+    MediaRecorder and transcribes the recording."""
+    pcm = httpx.post(f"{base_url}/v1/audio/speech", timeout=120, json={
+        "model": "tts-1", "voice": "alloy", "response_format": "pcm",
+        "input": "The quick brown fox jumps over the lazy dog."})
+    assert pcm.status_code == 200
+    clip = tmp_path / "microphone.wav"
+    with wave.open(str(clip), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(24000)
+        out.writeframes(b"\0" * 24000 + pcm.content + b"\0" * 24000)  # a second of quiet around
+    with browsing(base_url, microphone=clip) as session:
+        page = session.page
+        open_tab(session, base_url, "transcription")
+        page.click("button:has-text('Record')")
+        page.wait_for_selector("button:has-text('Stop recording')")
+        page.wait_for_timeout(5000)  # longer than the clip: one whole pass is recorded
+        page.click("button:has-text('Stop recording')")
+        page.wait_for_selector(".segments tbody tr", timeout=120_000)
+        text = page.inner_text(".transcript").lower()
+        assert "fox" in text or "dog" in text, text
+        session.screenshot("transcription-microphone")
         session.assert_clean()
 
 

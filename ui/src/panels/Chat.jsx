@@ -174,9 +174,10 @@ export function Chat() {
           <textarea id="chat-input" rows={3} value={draft} placeholder="Ask something…"
             onInput={(e) => setDraft(e.currentTarget.value)}
             onKeyDown={(e) => { if (e.key === 'Enter' && !e.shiftKey) send(e); }} />
+          {/* keyed: a reused <button> would still be type=submit when Stop is clicked */}
           {streaming
-            ? <button type="button" class="stop" onClick={stop}>Stop</button>
-            : <button type="submit" disabled={!model}>Send</button>}
+            ? <button key="stop" type="button" class="stop" onClick={stop}>Stop</button>
+            : <button key="send" type="submit" disabled={!model}>Send</button>}
         </form>
       </div>
     </div>

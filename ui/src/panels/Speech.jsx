@@ -1,6 +1,8 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { call, messageOf } from '../api.js';
 import { download } from '../download.js';
+import { playSpeechStream } from '../streamingAudio.js';
+import { wavOf } from '../wav.js';
 import { useModels } from './useModels.js';
 import { ErrorLine } from './ErrorLine.jsx';
 
@@ -15,35 +17,59 @@ export function Speech() {
   const [voice, setVoice] = useState('alloy');
   const [format, setFormat] = useState('mp3');
   const [speed, setSpeed] = useState(1);
-  const [audio, setAudio] = useState(null); // {url, blob, format}
+  const [clip, setClip] = useState(null); // {blob, format, mode}
   const [error, setError] = useState('');
   const [busy, setBusy] = useState(false);
   const player = useRef(null);
+  const running = useRef(null);
+  const urls = useRef([]);
 
-  useEffect(() => () => audio && URL.revokeObjectURL(audio.url), [audio]);
+  const forgetUrls = () => {
+    urls.current.forEach((u) => URL.revokeObjectURL(u));
+    urls.current = [];
+  };
+  useEffect(() => () => {
+    running.current?.abort();
+    forgetUrls();
+  }, []);
 
   const speak = async (event) => {
     event.preventDefault();
+    const controller = new AbortController();
+    running.current = controller;
     setBusy(true);
     setError('');
+    setClip(null);
+    forgetUrls();
+    const audio = player.current;
+    audio.pause();
+    audio.removeAttribute('src');
     try {
       const response = await call('/v1/audio/speech', {
         json: { model: models[0]?.id || 'tts-1', input: text, voice, response_format: format,
           speed: Number(speed) },
+        signal: controller.signal,
       });
-      // The whole stream is read, then played: every browser decodes a complete file.
-      const blob = new Blob([await response.arrayBuffer()], { type: FORMATS[format] });
-      setAudio({ url: URL.createObjectURL(blob), blob, format });
+      // Plays as it arrives where the browser can (see streamingAudio.js).
+      const { blob, timeline } = await playSpeechStream(response, format, FORMATS[format], audio,
+        controller.signal);
+      window.__labsSpeechTimeline = timeline; // read by the browser tests
+      if (audio.src.startsWith('blob:')) urls.current.push(audio.src);
+      if (timeline.mode !== 'mse') {
+        // The element replays the finished clip (raw PCM gets a WAV header for it).
+        const url = URL.createObjectURL(format === 'pcm' ? wavOf(blob) : blob);
+        urls.current.push(url);
+        audio.src = url;
+        if (timeline.mode === 'whole') audio.play().catch(() => {});
+      }
+      setClip({ blob, format, mode: timeline.mode });
     } catch (e) {
       setError(messageOf(e));
     } finally {
+      running.current = null;
       setBusy(false);
     }
   };
-
-  useEffect(() => {
-    if (audio && audio.format !== 'pcm') player.current?.play().catch(() => {});
-  }, [audio]);
 
   return (
     <div class="panel">
@@ -63,19 +89,22 @@ export function Speech() {
           <label for="tts-speed">Speed</label>
           <input id="tts-speed" type="number" min="0.25" max="4" step="0.25" value={speed}
             onInput={(e) => setSpeed(e.currentTarget.value)} />
-          <button type="submit" disabled={busy || !text.trim()}>{busy ? 'Speaking…' : 'Speak'}</button>
+          {/* keyed: a reused <button> would still be type=submit when Stop is clicked */}
+          {busy
+            ? <button key="stop" type="button" class="stop"
+              onClick={() => running.current?.abort()}>Stop</button>
+            : <button key="speak" type="submit" disabled={!text.trim()}>Speak</button>}
         </div>
       </form>
       <ErrorLine message={modelError || error} />
-      {audio && (
-        <div class="row">
-          {audio.format === 'pcm'
-            ? <p class="note">Raw PCM (16-bit, 24 kHz) cannot be played here: download it.</p>
-            : <audio ref={player} controls src={audio.url} aria-label="Synthesised speech" />}
-          <button type="button" onClick={() => download(audio.blob, `speech.${audio.format}`)}>
+      <div class="row" hidden={!busy && !clip}>
+        <audio ref={player} controls aria-label="Synthesised speech" />
+        {clip && (
+          <button type="button" onClick={() => download(clip.blob, `speech.${clip.format}`)}>
             Download</button>
-        </div>
-      )}
+        )}
+      </div>
+      {busy && <p class="note">Speaking… the audio plays as it arrives.</p>}
     </div>
   );
 }
