@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 import wave
 from pathlib import Path
@@ -217,7 +218,7 @@ def test_embeddings_render_a_four_by_four_heatmap(base_url):
         session.assert_clean()
 
 
-def test_server_panel_shows_each_model_state_and_worker(base_url):
+def test_server_panel_shows_each_model_state_and_worker(base_url, chat_model_id):
     models = httpx.get(f"{base_url}/ready").json()["models"]
     with browsing(base_url) as session:
         page = session.page
@@ -230,6 +231,28 @@ def test_server_panel_shows_each_model_state_and_worker(base_url):
         loaded_ms = page.evaluate(
             "() => performance.getEntriesByType('navigation')[0].loadEventEnd")
         assert 0 < loaded_ms < 1000, loaded_ms
+        # While answers are being generated, the panel's tokens/s (from two /metrics
+        # readings) becomes positive.
+        stop = threading.Event()
+
+        def generate() -> None:
+            while not stop.is_set():
+                httpx.post(f"{base_url}/v1/chat/completions", timeout=120, json={
+                    "model": chat_model_id, "max_tokens": 64,
+                    "messages": [{"role": "user", "content": "Count to fifty."}]})
+
+        worker = threading.Thread(target=generate, daemon=True)
+        worker.start()
+        try:
+            rate = page.wait_for_function(
+                "() => { const d = [...document.querySelectorAll('.figures div')].find("
+                "e => e.querySelector('dt').textContent === 'Completion tokens/s');"
+                " const v = d && parseFloat(d.querySelector('dd').textContent);"
+                " return v > 0 ? v : null; }", timeout=60_000).json_value()
+        finally:
+            stop.set()
+            worker.join(timeout=120)
+        assert 0 < rate < 10_000, rate
         session.screenshot("server")
         session.assert_clean()
 

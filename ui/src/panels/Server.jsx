@@ -11,9 +11,17 @@ async function readMetrics() {
   return parseMetrics(await response.text());
 }
 
-function Figures({ samples }) {
+/** Completion tokens per second between the last two refreshes, or '–' before there are two. */
+function tokenRate(previous, current) {
+  if (!previous || !current || current.at <= previous.at) return '–';
+  const made = current.tokens - previous.tokens;
+  return `${Math.max(0, made / ((current.at - previous.at) / 1000)).toFixed(1)}`;
+}
+
+function Figures({ samples, rate }) {
   if (!samples) return <p class="note">/metrics is turned off on this server.</p>;
   const figures = [
+    ['Completion tokens/s', rate],
     ['Chat slots decoding', total(samples, 'labs_chat_slots_active')],
     ['Chat requests waiting', total(samples, 'labs_chat_requests_waiting')],
     ['Prompt tokens', total(samples, 'labs_chat_prompt_tokens_total')],
@@ -34,6 +42,7 @@ export function Server({ active }) {
   const [ready, setReady] = useState(null);
   const [samples, setSamples] = useState(undefined);
   const [error, setError] = useState('');
+  const [counts, setCounts] = useState([null, null]); // the last two {at, tokens} readings
 
   useEffect(() => {
     if (!active) return undefined;
@@ -44,6 +53,11 @@ export function Server({ active }) {
         if (stopped) return;
         setReady(r);
         setSamples(m);
+        if (m) {
+          const reading = { at: performance.now(),
+            tokens: total(m, 'labs_chat_completion_tokens_total') };
+          setCounts(([, last]) => [last, reading]);
+        }
         setError('');
       } catch (e) {
         if (!stopped) setError(`Could not reach the server: ${e.message}`);
@@ -80,7 +94,7 @@ export function Server({ active }) {
           </table>
         </>
       )}
-      {samples !== undefined && (<><h2>Activity</h2><Figures samples={samples} /></>)}
+      {samples !== undefined && (<><h2>Activity</h2><Figures samples={samples} rate={tokenRate(...counts)} /></>)}
     </div>
   );
 }
