@@ -20,7 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from labs_api.errors import EngineError, ModelNotFoundError, ServiceUnavailableError
+from labs_api.errors import (
+    BadRequestError,
+    EngineError,
+    ModelNotFoundError,
+    ServiceUnavailableError,
+)
 from labs_api.keep_alive import FOREVER
 from labs_api.proc_memory import tree_rss_bytes
 
@@ -130,13 +135,14 @@ class ModelRegistry:
     process of their own each when ``workers`` is given, else on a loader thread here."""
 
     def __init__(self, slots: list[ModelSlot], workers: WorkerOptions | None = None,
-                 limits: LoadLimits | None = None) -> None:
+                 limits: LoadLimits | None = None, unloading: bool = True) -> None:
         names = [name for s in slots for name in s.names()]
         if len(set(names)) != len(names):
             raise ValueError(f"model ids and aliases must be unique, got {names}")
         self.slots = slots
         self.workers = workers
         self.limits = limits or LoadLimits()
+        self.unloading = unloading  # False: models stay loaded (Ray Serve's deployments)
         self.preload_default = True
         self.transitions: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._by_name = {name: s for s in slots for name in s.names()}
@@ -176,14 +182,17 @@ class ModelRegistry:
 
     # -- state changes, each logged once and counted -------------------------------------------
 
-    def _set_state(self, slot: ModelSlot, state: LoadState, why: str = "") -> None:
+    def _set_state(self, slot: ModelSlot, state: LoadState, why: str = "",
+                   logged: bool = False) -> None:
+        """Change state, count it; log it unless the caller logs it (``logged``)."""
         before = slot.state
         slot.state = state
         if before == state:
             return
         self.transitions[(slot.model_id, slot.kind, PUBLIC_STATE[state])] += 1
-        log.info("model %s (%s): %s -> %s%s", slot.model_id, slot.kind, PUBLIC_STATE[before],
-                 PUBLIC_STATE[state], f" ({why})" if why else "")
+        if not logged:
+                log.info("model %s (%s): %s -> %s%s", slot.model_id, slot.kind,
+                     PUBLIC_STATE[before], PUBLIC_STATE[state], f" ({why})" if why else "")
         self._notify()
 
     def _worker_state(self, slot: ModelSlot, state: str, error: str | None) -> None:
@@ -241,7 +250,7 @@ class ModelRegistry:
 
     async def _load(self, slot: ModelSlot, why: str) -> None:
         before = slot.state
-        self._set_state(slot, "loading", why)
+        self._set_state(slot, "loading", why, logged=slot._preloading)  # (load_all logs)
         try:
             async with self._room_lock():
                 await self._make_room(slot)
@@ -254,7 +263,7 @@ class ModelRegistry:
             slot.engine = await self._start_engine(slot)
         except Exception as exc:  # keep serving the other models
             slot.error = f"{type(exc).__name__}: {exc}"
-            self._set_state(slot, "failed", slot.error)
+            self._set_state(slot, "failed", slot.error, logged=True)
             log.error("failed to load %s model %s: %s", slot.kind, slot.model_id, slot.error)
             if slot.worker is not None:
                 await slot.worker.close()
@@ -265,7 +274,7 @@ class ModelRegistry:
         slot.loaded_at = time.time()
         slot.loaded_once = True
         slot.memory_bytes = self.memory(slot) if slot.worker is not None else None
-        self._set_state(slot, "ready", f"in {slot.load_seconds:.1f} s")
+        self._set_state(slot, "ready", logged=True)
         where = f" in worker pid {slot.worker.pid}" if slot.worker is not None else ""
         log.info("%s model %s ready in %.1f s%s", slot.kind, slot.model_id, slot.load_seconds,
                  where)
@@ -374,6 +383,8 @@ class ModelRegistry:
 
     def _became_idle(self, slot: ModelSlot) -> None:
         slot.idle_since = time.monotonic()
+        if not self.unloading:
+            return
         if slot._timer is not None:
             slot._timer.cancel()
             slot._timer = None
@@ -404,6 +415,11 @@ class ModelRegistry:
     async def unload(self, model_id: str) -> ModelSlot:
         """Unload now if idle; else as soon as the requests using it have finished."""
         slot = self._slot_named(model_id)
+        if not self.unloading:
+            raise BadRequestError(
+                f"Model '{slot.model_id}' is a Ray Serve deployment, which Ray keeps running; "
+                "scale it with the LABS_RAY_* settings.", param="model_id",
+                code="unload_not_supported")
         if slot.state == "ready" and not slot.users and not slot.waiting:
             await self._unload(slot, "asked to unload")
         elif slot.state in ("ready", "loading"):
