@@ -176,8 +176,6 @@ class ModelRegistry:
             measured = tree_rss_bytes(slot.worker.pid)
             if measured:
                 return measured
-        if slot.state in ("ready", "loading", "restarting"):
-            return slot.memory_bytes
         return slot.memory_bytes or slot.memory_hint
 
     # -- state changes, each logged once and counted -------------------------------------------

@@ -239,3 +239,24 @@ def test_speech_metadata_once_loaded(server):
     assert response.status_code == 200
     card = httpx.get(f"{server}/v1/models/joe", headers=AUTH).json()
     assert card["voices"] == ["en_US-joe-medium"] and card["status"] == "loaded"
+
+
+def test_the_memory_cap_counts_measured_worker_memory(tmp_path):
+    """With a 1 MB cap each chat model alone exceeds it: it still loads (nothing could be
+    unloaded for it), and the next one unloads it, by its measured RSS."""
+    (tmp_path / "models.toml").write_text(
+        '[[models]]\nid = "m1"\nkind = "chat"\n\n[[models]]\nid = "m2"\nkind = "chat"\n')
+    env = {"LABS_MODELS_FILE": str(tmp_path / "models.toml"), "LABS_PRELOAD_ON_START": "false",
+           "LABS_MAX_MODEL_MEMORY": "1MB"}
+    with running_server(env, log_path=tmp_path / "server.log") as url:
+        ask = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        assert say(ask, "m1") == "m1"
+        first = httpx.get(f"{url}/v1/status").json()
+        assert first["max_model_memory"] == 1_000_000
+        row = {r["id"]: r for r in first["data"]}["m1"]
+        assert row["state"] == "loaded" and row["memory_bytes"] > 50_000_000
+        assert say(ask, "m2") == "m2"
+        rows = {r["id"]: r for r in httpx.get(f"{url}/v1/status").json()["data"]}
+        assert rows["m1"]["state"] == "unloaded" and rows["m2"]["state"] == "loaded"
+        assert rows["m1"]["memory_bytes"] > 50_000_000  # what it took, remembered
+        assert not alive(row["pid"])

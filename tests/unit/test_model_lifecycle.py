@@ -294,3 +294,34 @@ def test_a_bad_keep_alive_is_a_422_naming_it(value):
         assert "keep_alive" in response.json()["error"]["message"]
         assert LOADS["a"] == 0
     run(scenario)(app_for(registry("a")))
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/completions", {"model": "a", "prompt": "x"}),
+    ("/v1/embeddings", {"input": "x"}),
+    ("/v1/similarities", {"sentences": ["x"]}),
+    ("/v1/tts", {"text": "x"}),
+    ("/v1/audio/speech", {"model": "tts-1", "input": "x", "voice": "alloy"}),
+])
+def test_every_endpoint_with_keep_alive_checks_it(path, body):
+    async def scenario(client, app):
+        response = await post(client, path, {**body, "keep_alive": "forever"})
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert "keep_alive" in error["message"]
+    run(scenario)(app_for(registry("a")))
+
+
+def test_the_memory_cap_evicts_least_recently_used_models():
+    def with_hints(reg: ModelRegistry) -> ModelRegistry:
+        for slot in reg.slots:
+            slot.memory_hint = 600
+        return reg
+
+    async def scenario(client, app):
+        for model in ("a", "b"):
+            assert (await post(client, "/v1/chat/completions", chat(model))).status_code == 200
+        status = (await client.get("/v1/status")).json()
+        assert states(status) == {"a": "unloaded", "b": "loaded"}
+        assert status["max_model_memory"] == 1000 and status["memory_bytes"] == 600
+    run(scenario)(app_for(with_hints(registry("a", "b", limits=LoadLimits(max_memory=1000)))))
