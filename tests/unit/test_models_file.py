@@ -161,3 +161,15 @@ def test_keep_alive_values(value, seconds):
 def test_keep_alive_refusals(value):
     with pytest.raises(ValueError, match="keep_alive"):
         parse_keep_alive(value)
+
+
+def test_the_readme_example_file_is_valid(tmp_path):
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```toml\n# models.toml", 1)[1].split("```", 1)[0]
+    entries = model_entries(settings_for(write(tmp_path, "# models.toml" + block)))
+    by_id = {e.id: e for e in entries}
+    assert [e.kind for e in entries].count("chat") == 2
+    assert "TinyLlama/TinyLlama-1.1B-Chat-v1.0" in by_id["SmolLM2-135M-Instruct"].aliases
+    assert by_id[DEFAULT_EMBEDDING_MODEL].kind == "embedding"
+    assert by_id["en_US-joe-medium"].kind == "speech"
+    assert by_id["whisper-tiny.en"].kind == "transcription"  # added: the file has none
