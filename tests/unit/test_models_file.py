@@ -173,3 +173,28 @@ def test_the_readme_example_file_is_valid(tmp_path):
     assert by_id[DEFAULT_EMBEDDING_MODEL].kind == "embedding"
     assert by_id["en_US-joe-medium"].kind == "speech"
     assert by_id["whisper-tiny.en"].kind == "transcription"  # added: the file has none
+
+
+def test_the_model_settings_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LABS_MAX_MODEL_MEMORY", "4GB")
+    monkeypatch.setenv("LABS_MAX_LOADED_MODELS", "3")
+    monkeypatch.setenv("LABS_KEEP_ALIVE", "5m")
+    s = Settings()
+    assert (int(s.max_model_memory), s.max_loaded_models, s.keep_alive) == (4 * 10**9, 3, 300)
+    from labs_api.models import LoadLimits
+
+    assert LoadLimits.from_settings(s).max_memory == 4 * 10**9
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("LABS_MAX_MODEL_MEMORY", "lots"), ("LABS_MAX_LOADED_MODELS", "-1"),
+    ("LABS_KEEP_ALIVE", "1d"), ("LABS_MODELS_FILE", "/no/such/file.toml"),
+    ("LABS_MODELS_DIR", "/no/such/dir")])
+def test_a_bad_model_setting_names_the_variable(monkeypatch, name, value):
+    from labs_api.settings import load_settings
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as stopped:
+        load_settings()
+    message = str(stopped.value)
+    assert name in message and "\n" not in message
