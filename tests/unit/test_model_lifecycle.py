@@ -232,6 +232,11 @@ def test_a_model_that_fails_to_load_leaves_the_others_working():
         # /load tries again (and fails again, saying why).
         again = await post(client, "/v1/models/bad/load")
         assert again.status_code == 500 and LOADS["bad"] == 2
+        # /unload clears the failure: the next request tries to load it again.
+        cleared = await post(client, "/v1/models/bad/unload")
+        assert cleared.json()["state"] == "unloaded" and cleared.json()["error"] is None
+        assert (await post(client, "/v1/chat/completions", chat("bad"))).status_code == 500
+        assert LOADS["bad"] == 3
     run(scenario)(app_for(registry("a", "bad", fail="bad")))
 
 
