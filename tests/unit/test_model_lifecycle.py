@@ -116,9 +116,7 @@ def test_concurrent_first_requests_load_once():
     async def scenario(client, app):
         first = [asyncio.create_task(client.post("/v1/chat/completions", json=chat("a")))
                  for _ in range(5)]
-        await wait_until(lambda: _is(client, "a", "loading"))
-        row = (await client.get("/v1/status")).json()["data"][0]
-        assert row["requests_waiting"] == 5
+        await wait_until(lambda: _row(client, "a", state="loading", requests_waiting=5))
         hold.set()
         answers = await asyncio.gather(*first)
         assert [r.status_code for r in answers] == [200] * 5
@@ -129,6 +127,12 @@ def test_concurrent_first_requests_load_once():
         assert 'labs_model_state_changes_total{kind="chat",model="a",state="loaded"} 1.0' \
             in metrics
     run(scenario)(app_for(registry("a", hold=hold)))
+
+
+async def _row(client, model_id: str, **expected) -> bool:
+    rows = (await client.get("/v1/status")).json()["data"]
+    row = next(r for r in rows if r["id"] == model_id)
+    return all(row[k] == v for k, v in expected.items())
 
 
 async def _is(client, model_id: str, state: str) -> bool:
@@ -169,9 +173,9 @@ def test_a_model_in_use_is_not_unloaded_until_its_stream_ends():
         try:
             stream = asyncio.create_task(client.post(
                 "/v1/chat/completions", json=chat("a", stream=True, keep_alive=0)))
-            await wait_until(lambda: _is(client, "a", "loaded"))
+            await wait_until(lambda: _row(client, "a", requests_running=1))
             row = (await client.get("/v1/status")).json()["data"][0]
-            assert row["requests_running"] == 1 and row["expires_at"] is None
+            assert row["state"] == "loaded" and row["expires_at"] is None
             await asyncio.sleep(0.1)
             assert await _is(client, "a", "loaded")
             HeldEngine.release.set()
