@@ -36,11 +36,12 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     """The application. ``registry`` replaces the configured models (tests pass fake engines)."""
     settings = settings or Settings()
     registry = registry or build_registry(settings, worker_options(settings))
+    registry.preload_default = settings.preload_on_start
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading = None
-        if settings.preload_on_start:
+        if any(registry.preloads(slot) for slot in registry.slots):
             # Load in the background: the port opens at once, requests get 503 until ready.
             loading = asyncio.create_task(registry.load_all())
         try:

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, FilePath, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    ByteSize,
+    DirectoryPath,
+    Field,
+    FilePath,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from labs_api.keep_alive import KeepAlive
 
 DEFAULT_CHAT_MODEL = "SmolLM2-135M-Instruct"
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -230,6 +240,28 @@ class Settings(BaseSettings):
         return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
     # --- end of operations and security block ---
 
+    # --- many models (issue 15; see README "Many models") ---
+    models_file: FilePath | None = Field(
+        None, description="A TOML file of model entries (labs_api.models_file); the single-"
+        "model variables still add their entry where set, or for a kind the file lacks")
+    models_dir: DirectoryPath | None = Field(
+        None, description="Every *.gguf in this folder is a chat model named after its file")
+    max_loaded_models: int = Field(
+        0, ge=0, le=1000, description="Most models loaded at once; past it the least "
+        "recently used idle one is unloaded (0: no limit)")
+    max_model_memory: ByteSize | None = Field(
+        None, description="Most memory (RSS) the loaded models' workers may hold, e.g. "
+        "'6GB'; past it the least recently used idle models are unloaded (unset: no limit)")
+    keep_alive: KeepAlive = Field(
+        -1, description="Default idle time before a model is unloaded: seconds, a duration "
+        "('5m'), -1 never, 0 after each request")
+
+    @field_validator("models_file", "models_dir", "max_model_memory", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+    # --- end of many models block ---
+
     # --- Ray Serve (`labs-api serve --ray`; see README "Scaling out") ---
     ray_proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
         "EveryNode", description="Where Ray Serve runs its HTTP proxy on LABS_HOST:LABS_PORT: "
@@ -308,6 +340,13 @@ def describe_error(error: ValidationError) -> str:
 def load_settings() -> Settings:
     """Read the environment. Raises ``SystemExit`` with a one-line message on a bad value."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         raise SystemExit(f"labs-api: {describe_error(exc)}") from None
+    from labs_api.catalog import CatalogError, model_entries
+
+    try:
+        model_entries(settings)  # a bad models file stops start-up here, in one line
+    except CatalogError as exc:
+        raise SystemExit(f"labs-api: {exc}") from None
+    return settings

@@ -78,7 +78,7 @@ class KeptRegistry(ModelRegistry):
 def fake_registry() -> KeptRegistry:
     batcher = EmbeddingBatcher(FakeEmbeddingEngine(EMBEDDING), batch_size=8, max_wait=0.0,
                                max_queue=64, warm_up=False)
-    return KeptRegistry([
+    return KeptRegistry([  # (unloading=False: keep_alive and /unload leave them loaded)
         ModelSlot(model_id=CHAT, kind="chat", load=lambda: None, state="ready",
                   engine=FakeChatEngine(CHAT, context_length=2048)),
         ModelSlot(model_id=EMBEDDING, kind="embedding", load=lambda: None, state="ready",
@@ -87,7 +87,7 @@ def fake_registry() -> KeptRegistry:
                   engine=FakeSpeechEngine(SPEECH)),
         ModelSlot(model_id=TRANSCRIPTION, kind="transcription", load=lambda: None,
                   state="ready", engine=FakeTranscriptionEngine(TRANSCRIPTION)),
-    ])
+    ], unloading=False)
 
 
 # Schemas are loaded at import: schemathesis' fixture-based (lazy) schemas do not work with

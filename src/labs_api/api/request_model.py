@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class RequestModel(BaseModel):
@@ -11,3 +13,10 @@ class RequestModel(BaseModel):
     holds for a request built in-process. Subclasses' ``model_config`` merges with this one."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def keep_alive_field() -> Any:
+    """The ``keep_alive`` extension (as Ollama's): how long the model stays loaded once idle."""
+    return Field(None, description="Extension: how long the model stays loaded after this "
+                 "request: seconds, a duration ('5m'), -1 for ever, 0 to unload it after "
+                 "this request (default: the model's own keep_alive)")

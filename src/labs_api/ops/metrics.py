@@ -118,7 +118,18 @@ class ModelCollector(Collector):
         events = CounterMetricFamily(
             "labs_engine_ipc_events", "Events (tokens, results) those messages carried",
             labels=["model", "kind"])
+        changes = CounterMetricFamily(
+            "labs_model_state_changes", "Times a model entered a state (unloaded, loading, "
+            "loaded, failed)", labels=["model", "kind", "state"])
+        for (model, kind, state), count in sorted(self.models.transitions.items()):
+            changes.add_metric([model, kind, state], float(count))
+        memory = GaugeMetricFamily("labs_model_memory_bytes", "Resident memory of a loaded "
+                                   "model's engine worker", labels=["model", "kind"])
+        loaded = GaugeMetricFamily("labs_models_loaded", "Models loaded now")
+        loaded.add_metric([], float(sum(1 for s in self.models.slots if s.state == "ready")))
         for slot in self.models.slots:
+            if slot.state == "ready" and (held := self.models.memory(slot)):
+                memory.add_metric([slot.model_id, slot.kind], float(held))
             if slot.worker is not None:
                 restarts.add_metric([slot.model_id, slot.kind], float(slot.restarts))
                 messages.add_metric([slot.model_id, slot.kind], float(slot.worker.frames))
@@ -136,7 +147,8 @@ class ModelCollector(Collector):
                 if counts is not None:
                     active.add_metric([slot.model_id], float(counts[0]))
                     waiting.add_metric([slot.model_id], float(counts[1]))
-        yield from (ready, load, active, waiting, restarts, messages, events)
+        yield from (ready, load, active, waiting, restarts, messages, events, changes, memory,
+                    loaded)
         yield from gpu_memory()
 
 

@@ -104,4 +104,6 @@ def proxy_registry(settings: Settings, handles: dict[str, Any]) -> ModelRegistry
     slots = [slot for slot in build_registry(settings).slots if slot.model_id in handles]
     for slot in slots:  # (kinds without a deployment, e.g. transcription, are left out)
         slot.load = functools.partial(connect, slot.kind, handles[slot.model_id])
-    return ModelRegistry(slots)
+    # Each entry is a deployment whose replicas load it when they start and keep it: Ray
+    # owns their life (and memory), so the ingress never "unloads" a proxy.
+    return ModelRegistry(slots, unloading=False)

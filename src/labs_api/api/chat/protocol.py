@@ -15,8 +15,9 @@ from pydantic import (
 )
 
 from labs_api.api.chat.tools import ToolSpec, call_constraint, with_tools
-from labs_api.api.request_model import RequestModel
+from labs_api.api.request_model import RequestModel, keep_alive_field
 from labs_api.engines.chat.base import ChatMessage, OutputConstraint, SamplingParams
+from labs_api.keep_alive import KeepAlive
 from labs_api.settings import Settings
 
 MAX_STOP_SEQUENCES = 4
@@ -197,6 +198,7 @@ class ChatCompletionRequest(RequestModel):
     )
 
     model: str = Field(min_length=1, description="Model identifier (see GET /v1/models)")
+    keep_alive: KeepAlive | None = keep_alive_field()
     messages: list[ChatMessageIn] = Field(min_length=1, description="Conversation messages")
     max_tokens: int | None = Field(None, ge=1, description="Maximum tokens to generate")
     max_completion_tokens: int | None = Field(None, ge=1, description="Alias of max_tokens")

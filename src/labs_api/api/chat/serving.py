@@ -41,7 +41,8 @@ class ChatService:
     async def open(self, request: ChatCompletionRequest) -> OpenedChoices:
         """Find the engine and start the ``n`` generations. Errors (404, 400, 422, 503) raise
         here, before any byte of the response is sent."""
-        engine: ChatEngine = await self.registry.engine("chat", request.model)
+        engine: ChatEngine = await self.registry.engine("chat", request.model,
+                                                        request.keep_alive)
         params = request.to_sampling_params(self.settings)
         check_logit_bias(engine, params)
         prompt = await engine.prompt_tokens(request.engine_messages())

@@ -13,8 +13,9 @@ from labs_api.api.chat.protocol import (
     check_stop,
     parse_logit_bias,
 )
-from labs_api.api.request_model import RequestModel
+from labs_api.api.request_model import RequestModel, keep_alive_field
 from labs_api.engines.chat.base import SamplingParams
+from labs_api.keep_alive import KeepAlive
 from labs_api.settings import Settings
 
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
@@ -29,6 +30,7 @@ class CompletionRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1)
+    keep_alive: KeepAlive | None = keep_alive_field()
     prompt: Prompt = Field(description="Text, a list of texts, or token ids")
     max_tokens: int | None = Field(None, ge=1, description="Default 16, as OpenAI")
     temperature: float | None = Field(None, ge=0.0, le=2.0)

@@ -37,7 +37,8 @@ class CompletionService:
     async def open(self, request: CompletionRequest) -> tuple[OpenedChoices, list[str], int]:
         """Start ``n`` generations per prompt (choice index = prompt * n + j). Returns them,
         the prompt texts (for echo) and the prompt token count."""
-        engine: ChatEngine = await self.registry.engine("chat", request.model)
+        engine: ChatEngine = await self.registry.engine("chat", request.model,
+                                                        request.keep_alive)
         params = request.to_sampling_params(self.settings)
         check_logit_bias(engine, params)
         check_token_ids(engine, request.prompts())

@@ -6,8 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from labs_api.api.request_model import RequestModel
+from labs_api.api.request_model import RequestModel, keep_alive_field
 from labs_api.engines.embedding.base import EmbeddingTask
+from labs_api.keep_alive import KeepAlive
 
 MAX_EMBEDDING_INPUTS = 2048  # as OpenAI
 MAX_SIMILARITY_SENTENCES = 256  # a 256×256 matrix is ~1.3 MB of JSON
@@ -67,6 +68,7 @@ class EmbeddingRequest(RequestModel):
     model: str | None = Field(
         None, min_length=1, description="Embedding model id (default: the served embedding model)"
     )
+    keep_alive: KeepAlive | None = keep_alive_field()
     encoding_format: Literal["float", "base64"] | None = Field(
         "float", description="float: a list of numbers; base64: little-endian float32 bytes"
     )
@@ -129,6 +131,7 @@ class SimilarityRequest(RequestModel):
     model: str | None = Field(
         None, min_length=1, description="Embedding model id (default: the served embedding model)"
     )
+    keep_alive: KeepAlive | None = keep_alive_field()
 
     @field_validator("sentences", mode="before")
     @classmethod

@@ -43,7 +43,8 @@ class EmbeddingService:
         self.registry = registry
 
     async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
-        batcher: EmbeddingBatcher = await self.registry.engine("embedding", request.model)
+        batcher: EmbeddingBatcher = await self.registry.engine(
+            "embedding", request.model, request.keep_alive)
         if request.dimensions is not None and request.dimensions > batcher.dimensions:
             raise BadRequestError(
                 f"dimensions={request.dimensions} is larger than the {batcher.dimensions} "
@@ -68,7 +69,8 @@ class EmbeddingService:
         )
 
     async def similarities(self, request: SimilarityRequest) -> SimilarityResponse:
-        batcher: EmbeddingBatcher = await self.registry.engine("embedding", request.model)
+        batcher: EmbeddingBatcher = await self.registry.engine(
+            "embedding", request.model, request.keep_alive)
         result = await run(batcher, request.sentences, "similarity", param="sentences")
         matrix = cosine_matrix(result.vectors)
         n = len(request.sentences)

@@ -6,8 +6,9 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
-from labs_api.api.request_model import RequestModel
+from labs_api.api.request_model import RequestModel, keep_alive_field
 from labs_api.audio import ResponseFormat
+from labs_api.keep_alive import KeepAlive
 
 #: Longest text accepted, in characters (OpenAI's limit for ``input``).
 MAX_INPUT_CHARS = 4096
@@ -46,6 +47,7 @@ class TTSRequest(RequestModel):
                               "GET /v1/models)")
 
     _speakable = field_validator("text")(_check_speakable)
+    keep_alive: KeepAlive | None = keep_alive_field()
 
 
 class CustomVoice(RequestModel):
@@ -74,6 +76,7 @@ class SpeechRequest(RequestModel):
 
     model: str = Field(min_length=1, description="A served speech model, or one of OpenAI's "
                        "names (tts-1, tts-1-hd, gpt-4o-mini-tts), which mean the default one")
+    keep_alive: KeepAlive | None = keep_alive_field()
     input: str = Field(max_length=MAX_INPUT_CHARS,
                        description=f"Text to speak (at most {MAX_INPUT_CHARS} characters)")
     voice: str | CustomVoice = Field(description="One of OpenAI's voice names (mapped to a "

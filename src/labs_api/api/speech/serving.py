@@ -27,18 +27,18 @@ class SpeechService:
         self.registry = registry
         self.settings = settings
 
-    async def engine(self, model: str | None) -> SpeechEngine:
+    async def engine(self, model: str | None, keep_alive: float | None = None) -> SpeechEngine:
         """The engine for ``model``: None and OpenAI's speech model names mean the default.
 
         Raises 404 for a model that is not served, 503 while it loads, 500 if it failed to.
         """
         if model in OPENAI_SPEECH_MODELS and self.registry.find(model) is None:
             model = None
-        return await self.registry.engine("speech", model)
+        return await self.registry.engine("speech", model, keep_alive)
 
     async def tts_wav(self, request: TTSRequest) -> bytes:
         """The spec's /v1/tts: the whole text in the default voice, as one complete WAV file."""
-        engine = await self.engine(request.model)
+        engine = await self.engine(request.model, request.keep_alive)
         try:
             samples = await engine.synthesize_all(request.text, engine.default_voice)
         except (APIError, EngineRequestError):
@@ -53,7 +53,7 @@ class SpeechService:
         Errors before the first audio (404, 503, unknown voice, a failing engine) raise here,
         so they get their status code; the first sentence is ready when this returns.
         """
-        engine = await self.engine(request.model)
+        engine = await self.engine(request.model, request.keep_alive)
         voice = resolve_voice(engine, request.voice_name())
         encoder = audio_encoder(request.response_format, engine.sample_rate)
         chunks = encoded_audio(engine, request.input, voice, request.speed, encoder)

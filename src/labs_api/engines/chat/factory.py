@@ -62,12 +62,17 @@ def load_chat_engine(source: str, model_id: str, settings: Settings) -> ChatEngi
     )
 
 
-def chat_slot(settings: Settings) -> ModelSlot:
+def chat_engine_name(source: str) -> str:
+    return "llama.cpp" if source == DEFAULT_CHAT_MODEL or is_gguf(source) else "transformers"
+
+
+def chat_slot(settings: Settings, model_id: str | None = None) -> ModelSlot:
+    """``LABS_MODEL`` (``settings.model``) served as ``model_id`` (default: the same)."""
     source = settings.model
-    engine = "llama.cpp" if source == DEFAULT_CHAT_MODEL or is_gguf(source) else "transformers"
+    engine = chat_engine_name(source)
     return ModelSlot(
-        model_id=source,
+        model_id=model_id or source,
         kind="chat",
-        load=functools.partial(load_chat_engine, source, source, settings),
+        load=functools.partial(load_chat_engine, source, model_id or source, settings),
         description=f"chat via {engine}",
     )

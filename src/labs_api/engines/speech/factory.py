@@ -43,10 +43,10 @@ def _load(source: str, settings: Settings) -> SpeechEngine:
                             hf_token=settings.hf_token)
 
 
-def speech_slot(settings: Settings) -> ModelSlot:
+def speech_slot(settings: Settings, model_id: str | None = None) -> ModelSlot:
     source = settings.tts_model
     return ModelSlot(
-        model_id=source,
+        model_id=model_id or source,
         kind="speech",
         load=functools.partial(load_speech_engine, source, settings),
         description=f"speech via {engine_name(source)}",

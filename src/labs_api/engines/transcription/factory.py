@@ -60,10 +60,10 @@ def load_transcription_engine(name: str, settings: Settings) -> TranscriptionEng
                                max_queue=settings.stt_max_queue, hf_token=settings.hf_token)
 
 
-def transcription_slot(settings: Settings) -> ModelSlot:
+def transcription_slot(settings: Settings, model_id: str | None = None) -> ModelSlot:
     name = settings.stt_model
     return ModelSlot(
-        model_id=name,
+        model_id=model_id or name,
         kind="transcription",
         load=functools.partial(load_transcription_engine, name, settings),
         description="speech-to-text via faster-whisper",
