@@ -219,7 +219,7 @@ def test_embeddings_render_a_four_by_four_heatmap(base_url):
 
 
 def test_server_panel_shows_each_model_state_and_worker(base_url, chat_model_id):
-    models = httpx.get(f"{base_url}/ready").json()["models"]
+    models = httpx.get(f"{base_url}/v1/status").json()["data"]
     with browsing(base_url) as session:
         page = session.page
         open_tab(session, base_url, "server")
@@ -227,6 +227,9 @@ def test_server_panel_shows_each_model_state_and_worker(base_url, chat_model_id)
             row = page.wait_for_selector(f"tr[data-model='{model['id']}']")
             assert row.query_selector(".state").inner_text().startswith(model["state"])
             assert str(model["pid"]) in row.inner_text()
+            # the worker's resident memory, as /v1/status measures it
+            assert re.fullmatch(r"\d+ MB", row.query_selector(".memory").inner_text())
+            assert model["memory_bytes"] > 10 * 2**20
         page.wait_for_selector(".figures >> text=Completion tokens")
         loaded_ms = page.evaluate(
             "() => performance.getEntriesByType('navigation')[0].loadEventEnd")
@@ -253,6 +256,16 @@ def test_server_panel_shows_each_model_state_and_worker(base_url, chat_model_id)
             stop.set()
             worker.join(timeout=120)
         assert 0 < rate < 10_000, rate
+        # Unload and load a model from the panel: its worker ends, then a new one starts.
+        speech = next(m for m in models if m["kind"] == "speech")
+        row = f"tr[data-model='{speech['id']}']"
+        page.click(f"{row} button:has-text('Unload')")
+        page.wait_for_selector(f"{row} .state >> text=unloaded")
+        assert httpx.get(f"{base_url}/v1/status").json()["data"][
+            [m["id"] for m in models].index(speech["id"])]["pid"] is None
+        page.click(f"{row} button:has-text('Load')")
+        page.wait_for_selector(f"{row} .state >> text=/^loaded/", timeout=120_000)
+        assert str(speech["pid"]) not in page.inner_text(row)
         session.screenshot("server")
         session.assert_clean()
 

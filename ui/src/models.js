@@ -1,4 +1,4 @@
-// The served models: ids from /v1/models, kinds from /ready (which every client may read).
+// The served models: ids and kinds from /v1/models (older servers: kinds from /ready).
 import { call } from './api.js';
 
 export async function readiness() {
@@ -6,14 +6,18 @@ export async function readiness() {
   return response.json();
 }
 
-/** {id: kind} for every served model; throws ApiError (e.g. 401) from /v1/models. */
+/** Every model's state, memory and requests from /v1/status (under the API key). */
+export async function modelStatus() {
+  return (await call('/v1/status')).json();
+}
+
+/** {id, kind} for every served model and alias; throws ApiError (e.g. 401) from /v1/models. */
 export async function servedModels() {
-  const [list, ready] = await Promise.all([
-    call('/v1/models').then((r) => r.json()),
-    readiness().catch(() => ({ models: [] })),
-  ]);
+  const list = await call('/v1/models').then((r) => r.json());
+  if (list.data.every((m) => m.kind)) return list.data.map((m) => ({ id: m.id, kind: m.kind }));
+  const ready = await readiness().catch(() => ({ models: [] }));
   const kinds = Object.fromEntries((ready.models || []).map((m) => [m.id, m.kind]));
-  return list.data.map((m) => ({ id: m.id, kind: kinds[m.id] || 'unknown' }));
+  return list.data.map((m) => ({ id: m.id, kind: m.kind || kinds[m.id] || 'unknown' }));
 }
 
 export function ofKind(models, kind) {
