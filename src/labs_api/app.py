@@ -20,6 +20,9 @@ from labs_api.api.limits import RequestLimits
 from labs_api.api.models import router as models_router
 from labs_api.api.speech.router import router as speech_router
 from labs_api.api.speech.serving import SpeechService
+from labs_api.api.speech.voices import router as voices_router
+from labs_api.api.tokens.router import router as tokens_router
+from labs_api.api.tokens.serving import TokenService
 from labs_api.api.transcription.router import router as transcription_router
 from labs_api.api.transcription.serving import TranscriptionService
 from labs_api.catalog import build_registry, worker_options
@@ -67,13 +70,16 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.embedding_service = EmbeddingService(registry)
     app.state.speech_service = SpeechService(registry, settings)
     app.state.transcription_service = TranscriptionService(registry, settings)
+    app.state.token_service = TokenService(registry)
     install_error_handlers(app)
     app.include_router(models_router)
     app.include_router(chat_router)
     app.include_router(completions_router)
     app.include_router(embeddings_router)
     app.include_router(speech_router)
+    app.include_router(voices_router)
     app.include_router(transcription_router)
+    app.include_router(tokens_router)
     # Keys, rate limit, CORS, body size, request ids and access log, /metrics, offline /docs.
     install_operations(app, settings)
     if settings.ui:

@@ -164,6 +164,21 @@ def check_similarities(body: Any, limits: RequestLimits) -> None:
                  "LABS_MAX_EMBEDDING_CHARS")
 
 
+def check_tokenize(body: Any, limits: RequestLimits) -> None:
+    if not isinstance(body, dict):
+        return
+    check_chat(body, limits)  # messages, as a chat request's
+    for field in ("content", "prompt"):
+        _text_of(body.get(field), field, limits.max_prompt_chars, "LABS_MAX_PROMPT_CHARS")
+
+
+def check_detokenize(body: Any, limits: RequestLimits) -> None:
+    tokens = body.get("tokens") if isinstance(body, dict) else None
+    max_ids = max(1, limits.max_prompt_chars // 4)
+    if isinstance(tokens, list) and len(tokens) > max_ids:
+        _refuse("tokens", f"{len(tokens)} token ids", max_ids, "LABS_MAX_PROMPT_CHARS / 4")
+
+
 def check_schemas(schemas: list[tuple[str, Any]], limits: RequestLimits) -> None:
     """Size of the JSON schemas of one request, together: they become one llama.cpp grammar
     (the tools' are joined in an anyOf), built on the request's path."""
@@ -214,4 +229,6 @@ CHECKS = {
     "/v1/completions": check_completion,
     "/v1/embeddings": check_embeddings,
     "/v1/similarities": check_similarities,
+    "/tokenize": check_tokenize,
+    "/detokenize": check_detokenize,
 }

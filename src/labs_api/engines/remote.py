@@ -19,7 +19,7 @@ from labs_api.engines.chat.base import ChatEngine, ChatMessage, GenerationChunk,
 from labs_api.engines.speech.sentences import split_sentences
 
 #: What a chat stream starts from: ("messages", [ChatMessage]), ("text", str) or
-#: ("tokens", [int]); the host tokenizes, so this side needs no tokenizer. ("group",
+#: ("tokens", [int]) (and, for ``tokenize`` alone, ("content", (str, add_special))); the host tokenizes, so this side needs no tokenizer. ("group",
 #: [([int], SamplingParams)]) is a request's generations together (params then unused).
 PromptSource = tuple[str, Any]
 
@@ -62,6 +62,12 @@ class RemoteChatEngine(RemoteEngine, ChatEngine):
 
     async def detokenize(self, tokens: list[int]) -> str:
         return await self._transport.call("detokenize", list(tokens))
+
+    async def content_tokens(self, text: str, add_special: bool) -> list[int]:
+        return await self._transport.call("tokenize", ("content", (text, add_special)))
+
+    async def pieces(self, tokens: list[int]) -> list[bytes]:
+        return await self._transport.call("pieces", list(tokens))
 
     def tokenize_prompt(self, messages: list[ChatMessage]) -> list[int]:
         raise NotImplementedError("the tokenizer is with the engine's host: await prompt_tokens")
@@ -107,6 +113,7 @@ class RemoteEmbeddingBatcher(RemoteEngine):
 class RemoteSpeechEngine(RemoteEngine):
     what = "speech"
     voices: tuple[str, ...]
+    voice_languages: dict[str, str]
     max_sentence_chars: int
 
     @property
@@ -164,6 +171,8 @@ class EngineHost:
             return list(await self.engine.prompt_tokens(value))
         if what == "text":
             return list(await self.engine.text_tokens(value))
+        if what == "content":  # /tokenize: (text, add_special)
+            return list(await self.engine.content_tokens(*value))
         return list(value)
 
     def stream(self, *args: Any) -> AsyncIterator[Any]:
@@ -189,6 +198,9 @@ class EngineHost:
 
     async def detokenize(self, tokens: list[int]) -> str:
         return await asyncio.to_thread(self.engine.detokenize, tokens)
+
+    async def pieces(self, tokens: list[int]) -> list[bytes]:
+        return list(await self.engine.pieces(tokens))
 
     async def embed(self, texts: list[str], task: str) -> Any:
         return await self.engine.embed(texts, task)
