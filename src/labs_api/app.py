@@ -18,6 +18,8 @@ from labs_api.api.embeddings.router import router as embeddings_router
 from labs_api.api.embeddings.serving import EmbeddingService
 from labs_api.api.limits import RequestLimits
 from labs_api.api.models import router as models_router
+from labs_api.api.rerank.router import router as rerank_router
+from labs_api.api.rerank.serving import RerankService
 from labs_api.api.speech.router import router as speech_router
 from labs_api.api.speech.serving import SpeechService
 from labs_api.api.speech.voices import router as voices_router
@@ -71,6 +73,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.speech_service = SpeechService(registry, settings)
     app.state.transcription_service = TranscriptionService(registry, settings)
     app.state.token_service = TokenService(registry)
+    app.state.rerank_service = RerankService(registry)
     install_error_handlers(app)
     app.include_router(models_router)
     app.include_router(chat_router)
@@ -80,6 +83,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.include_router(voices_router)
     app.include_router(transcription_router)
     app.include_router(tokens_router)
+    app.include_router(rerank_router)
     # Keys, rate limit, CORS, body size, request ids and access log, /metrics, offline /docs.
     install_operations(app, settings)
     if settings.ui:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from labs_api.engines.chat.factory import chat_slot
 from labs_api.engines.embedding.factory import embedding_slot
+from labs_api.engines.rerank.factory import rerank_slot
 from labs_api.engines.speech.factory import speech_slot
 from labs_api.engines.transcription.factory import transcription_slot
 from labs_api.models import ModelRegistry, ModelSlot
@@ -19,6 +20,8 @@ def build_registry(settings: Settings, workers: WorkerOptions | None = None) -> 
     slots.append(embedding_slot(settings))
     slots.append(speech_slot(settings))
     slots.append(transcription_slot(settings))
+    if settings.rerank_model:
+        slots.append(rerank_slot(settings))
     return ModelRegistry(slots, workers)
 
 

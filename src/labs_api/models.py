@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("labs_api.models")
 
-ModelKind = Literal["chat", "embedding", "speech", "transcription"]
+ModelKind = Literal["chat", "embedding", "speech", "transcription", "rerank"]
 LoadState = Literal["waiting", "loading", "ready", "restarting", "failed"]
 
 

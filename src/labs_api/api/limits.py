@@ -179,6 +179,18 @@ def check_detokenize(body: Any, limits: RequestLimits) -> None:
         _refuse("tokens", f"{len(tokens)} token ids", max_ids, "LABS_MAX_PROMPT_CHARS / 4")
 
 
+def check_rerank(body: Any, limits: RequestLimits) -> None:
+    """Documents (strings or ``{"text"}``) together, against the embedding characters limit;
+    their count is left to validation (1000), which names the field."""
+    if not isinstance(body, dict):
+        return
+    for field in ("documents", "texts"):
+        documents = body.get(field)
+        if isinstance(documents, list) and len(documents) <= 100_000:
+            texts = [d.get("text") if isinstance(d, dict) else d for d in documents]
+            _text_of(texts, field, limits.max_embedding_chars, "LABS_MAX_EMBEDDING_CHARS")
+
+
 def check_schemas(schemas: list[tuple[str, Any]], limits: RequestLimits) -> None:
     """Size of the JSON schemas of one request, together: they become one llama.cpp grammar
     (the tools' are joined in an anyOf), built on the request's path."""
@@ -231,4 +243,7 @@ CHECKS = {
     "/v1/similarities": check_similarities,
     "/tokenize": check_tokenize,
     "/detokenize": check_detokenize,
+    "/v1/rerank": check_rerank,
+    "/v2/rerank": check_rerank,
+    "/rerank": check_rerank,
 }

@@ -149,16 +149,25 @@ class RemoteTranscriptionEngine(RemoteEngine):
         return self._transport.stream("transcribe", samples, options)
 
 
+class RemoteRerankEngine(RemoteEngine):
+    """Stands for a ``RerankEngine``: the query and documents go to the host, scores return."""
+
+    what = "rerank"
+
+    async def rerank(self, query: str, documents: Any, raw: bool = False) -> Any:
+        return await self._transport.call("rerank", query, list(documents), raw)
+
+
 PROXIES: dict[str, type[RemoteEngine]] = {
     "chat": RemoteChatEngine, "embedding": RemoteEmbeddingBatcher, "speech": RemoteSpeechEngine,
-    "transcription": RemoteTranscriptionEngine}
+    "transcription": RemoteTranscriptionEngine, "rerank": RemoteRerankEngine}
 
 
 class EngineHost:
     """The other side: serves a proxy's calls on a real engine (in a worker or a replica).
 
     Method names are what proxies call: ``tokenize`` and ``stream`` for chat, ``embed`` for
-    embeddings, ``stream`` for speech, ``transcribe`` for speech-to-text.
+    embeddings, ``rerank`` for rerank, ``stream`` for speech, ``transcribe`` for speech-to-text.
     """
 
     def __init__(self, kind: str, engine: Any) -> None:
@@ -204,6 +213,9 @@ class EngineHost:
 
     async def embed(self, texts: list[str], task: str) -> Any:
         return await self.engine.embed(texts, task)
+
+    async def rerank(self, query: str, documents: list[str], raw: bool) -> Any:
+        return await self.engine.rerank(query, documents, raw)
 
     def transcribe(self, samples: Any, options: Any) -> AsyncIterator[Any]:
         return self.engine.stream(samples, options)
