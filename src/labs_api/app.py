@@ -10,6 +10,9 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from labs_api import __version__
+from labs_api.api.anthropic.errors import AnthropicErrorMiddleware
+from labs_api.api.anthropic.router import router as anthropic_router
+from labs_api.api.anthropic.serving import MessagesService
 from labs_api.api.chat.router import router as chat_router
 from labs_api.api.chat.serving import ChatService
 from labs_api.api.completions.router import router as completions_router
@@ -74,6 +77,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.transcription_service = TranscriptionService(registry, settings)
     app.state.token_service = TokenService(registry)
     app.state.rerank_service = RerankService(registry)
+    app.state.messages_service = MessagesService(registry, app.state.chat_service)
     install_error_handlers(app)
     app.include_router(models_router)
     app.include_router(chat_router)
@@ -84,8 +88,10 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.include_router(transcription_router)
     app.include_router(tokens_router)
     app.include_router(rerank_router)
+    app.include_router(anthropic_router)
     # Keys, rate limit, CORS, body size, request ids and access log, /metrics, offline /docs.
     install_operations(app, settings)
+    app.add_middleware(AnthropicErrorMiddleware)  # outermost: every error of /v1/messages
     if settings.ui:
         install_ui(app)  # the web playground at / (the API keeps every path it had)
     return app

@@ -191,6 +191,33 @@ def check_rerank(body: Any, limits: RequestLimits) -> None:
             _text_of(texts, field, limits.max_embedding_chars, "LABS_MAX_EMBEDDING_CHARS")
 
 
+def check_messages(body: Any, limits: RequestLimits) -> None:
+    """Anthropic's Messages: messages and their blocks, text (system, blocks, tool inputs and
+    results, tools) and the tools' input schemas, as a chat request's."""
+    if not isinstance(body, dict):
+        return
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        if len(messages) > limits.max_messages:
+            _refuse("messages", f"{len(messages)} messages", limits.max_messages,
+                    "LABS_MAX_MESSAGES")
+        blocks = sum(len(m["content"]) for m in messages
+                     if isinstance(m, dict) and isinstance(m.get("content"), list))
+        if blocks > limits.max_messages:
+            _refuse("messages", f"{blocks} content blocks", limits.max_messages,
+                    "LABS_MAX_MESSAGES")
+    tools = body.get("tools")
+    if isinstance(tools, list) and len(tools) > limits.max_tools:
+        _refuse("tools", f"{len(tools)} tools", limits.max_tools, "LABS_MAX_TOOLS")
+    chars = _chars([messages, body.get("system"), tools])
+    if chars > limits.max_prompt_chars:
+        _refuse("messages", f"{chars} characters of text (system, messages and tools)",
+                limits.max_prompt_chars, "LABS_MAX_PROMPT_CHARS")
+    if isinstance(tools, list):
+        check_schemas([(f"tools.{i}.input_schema", t.get("input_schema"))
+                       for i, t in enumerate(tools) if isinstance(t, dict)], limits)
+
+
 def check_schemas(schemas: list[tuple[str, Any]], limits: RequestLimits) -> None:
     """Size of the JSON schemas of one request, together: they become one llama.cpp grammar
     (the tools' are joined in an anyOf), built on the request's path."""
@@ -246,4 +273,6 @@ CHECKS = {
     "/v1/rerank": check_rerank,
     "/v2/rerank": check_rerank,
     "/rerank": check_rerank,
+    "/v1/messages": check_messages,
+    "/v1/messages/count_tokens": check_messages,
 }
