@@ -19,8 +19,9 @@ from labs_api.engines.chat.base import ChatEngine, ChatMessage, GenerationChunk,
 from labs_api.engines.speech.sentences import split_sentences
 
 #: What a chat stream starts from: ("messages", [ChatMessage]), ("text", str) or
-#: ("tokens", [int]) (and, for ``tokenize`` alone, ("content", (str, add_special))); the host tokenizes, so this side needs no tokenizer. ("group",
+#: ("tokens", [int]); the host tokenizes, so this side needs no tokenizer. ("group",
 #: [([int], SamplingParams)]) is a request's generations together (params then unused).
+#: ``tokenize`` alone also takes ("content", (str, add_special)), for /tokenize.
 PromptSource = tuple[str, Any]
 
 

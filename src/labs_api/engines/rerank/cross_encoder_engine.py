@@ -24,12 +24,14 @@ class CrossEncoderEngine(RerankEngine):
         self._torch = torch
         self.model_id = model_id
         self.model = st.CrossEncoder(source, device="cpu", token=hf_token)
-        limit = self.model.max_length or getattr(self.model.tokenizer, "model_max_length", 512)
+        # sentence-transformers 5+ calls it max_seq_length (max_length is deprecated).
+        limit = (getattr(self.model, "max_seq_length", None) or self.model.max_length
+                 or getattr(self.model.tokenizer, "model_max_length", 512))
         self.max_input_tokens = int(min(limit, 8192))
-        self.model.max_length = self.max_input_tokens
-        if int(getattr(self.model.config, "num_labels", 1)) != 1:
+        labels = int(getattr(self.model, "num_labels", 1))
+        if labels != 1:
             raise ValueError(f"{source} is not a reranker: a cross-encoder for reranking has "
-                             f"one output label, this one has {self.model.config.num_labels}")
+                             f"one output label, this one has {labels}")
         self._identity = self._activation_keyword()
 
     def _activation_keyword(self) -> str:
