@@ -20,8 +20,10 @@ anthropic = pytest.importorskip("anthropic")
 NODE_DIR = Path(__file__).parent / "node" / "anthropic"
 SCRIPT = NODE_DIR / "messages_check.mjs"
 SDK_MAJOR = 1
+#: The Python SDK (2.x) has no sampling arguments of its own; the API's fields go as extra_body.
+GREEDY = {"temperature": 0}
 WEATHER = {"name": "get_weather", "description": "Current weather in a city",
-           "input_schema": {"type": "object", "required": ["city"],
+           "input_schema": {"type": "object", "required": ["city"], "additionalProperties": False,
                             "properties": {"city": {"type": "string"}}}}
 
 
@@ -36,7 +38,7 @@ def ask(text: str) -> list[dict]:
 
 
 def test_create(client, chat_model_id):
-    message = client.messages.create(model=chat_model_id, max_tokens=12, temperature=0,
+    message = client.messages.create(model=chat_model_id, max_tokens=12, extra_body=GREEDY,
                                      system="Be brief.", messages=ask("Say hello."))
     assert message.type == "message" and message.role == "assistant"
     assert message.model == chat_model_id and message.id.startswith("msg_")
@@ -46,14 +48,14 @@ def test_create(client, chat_model_id):
 
 
 def test_max_tokens_stop_reason(client, chat_model_id):
-    message = client.messages.create(model=chat_model_id, max_tokens=3, temperature=0,
+    message = client.messages.create(model=chat_model_id, max_tokens=3, extra_body=GREEDY,
                                      messages=ask("Write a long story about a dragon."))
     assert message.stop_reason == "max_tokens" and message.usage.output_tokens == 3
 
 
 def test_stream_text_and_final_message(client, chat_model_id):
     kinds: list[str] = []
-    with client.messages.stream(model=chat_model_id, max_tokens=16, temperature=0,
+    with client.messages.stream(model=chat_model_id, max_tokens=16, extra_body=GREEDY,
                                 messages=ask("Count to five.")) as stream:
         pieces = []
         for event in stream:
@@ -79,7 +81,7 @@ def test_raw_stream_has_ping_and_the_event_names(base_url, chat_model_id):
 
 def test_tool_use_round_trip(client, chat_model_id):
     first = client.messages.create(
-        model=chat_model_id, max_tokens=64, temperature=0, tools=[WEATHER],
+        model=chat_model_id, max_tokens=64, extra_body=GREEDY, tools=[WEATHER],
         tool_choice={"type": "tool", "name": "get_weather"},
         messages=ask("What is the weather in Paris?"))
     assert first.stop_reason == "tool_use"
@@ -87,7 +89,7 @@ def test_tool_use_round_trip(client, chat_model_id):
     assert call.name == "get_weather" and call.id.startswith("toolu_")
     assert isinstance(call.input["city"], str)
     second = client.messages.create(
-        model=chat_model_id, max_tokens=24, temperature=0, tools=[WEATHER],
+        model=chat_model_id, max_tokens=24, extra_body=GREEDY, tools=[WEATHER],
         messages=[*ask("What is the weather in Paris?"),
                   {"role": "assistant", "content": first.content},
                   {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,
@@ -97,7 +99,7 @@ def test_tool_use_round_trip(client, chat_model_id):
 
 
 def test_streamed_tool_use_accumulates_the_input(client, chat_model_id):
-    with client.messages.stream(model=chat_model_id, max_tokens=64, temperature=0,
+    with client.messages.stream(model=chat_model_id, max_tokens=64, extra_body=GREEDY,
                                 tools=[WEATHER], tool_choice={"type": "any"},
                                 messages=ask("Weather in Rome?")) as stream:
         final = stream.get_final_message()
@@ -129,7 +131,7 @@ def test_sdk_exception_classes_for_our_errors(client, chat_model_id):
     assert missing.value.body["error"]["type"] == "not_found_error"
     with pytest.raises(anthropic.UnprocessableEntityError) as bad:
         client.messages.create(model=chat_model_id, max_tokens=5, messages=ask("hi"),
-                               temperature=1.7)
+                               extra_body={"temperature": 1.7})
     assert "temperature" in bad.value.body["error"]["message"]
     with pytest.raises(anthropic.BadRequestError):
         client.messages.create(model=chat_model_id, max_tokens=5,

@@ -27,8 +27,9 @@ DOCS = [
     "The recipe needs two cups of flour, one egg and a pinch of salt.",
 ]
 COSINE = "sentence-transformers/all-MiniLM-L6-v2 (embedding cosine similarity)"
-VOCAB = ("the a dog dogs bark barks loyal pet cat stock market fell bank rates flour egg "
-         "salt plant leaves sun water which animal is that").split()
+VOCAB = ["the", "a", "dog", "dogs", "bark", "barks", "loyal", "pet", "cat", "stock", "market",
+         "fell", "bank", "rates", "flour", "egg", "salt", "plant", "leaves", "sun", "water",
+         "which", "animal", "is", "that"]
 
 
 def test_cohere_v2_client_ranks_the_dog_sentence_first(base_url):

@@ -97,6 +97,7 @@ class ConversationFields(RequestModel):
     system: str | list[TextBlock] | None = None
     tools: list[ToolIn] | None = None
     tool_choice: ToolChoice | None = None
+    cache_control: CacheControl = None  # accepted, ignored: the prefix cache needs no marks
 
     def system_text(self) -> str:
         if self.system is None:

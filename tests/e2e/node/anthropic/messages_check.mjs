@@ -15,7 +15,8 @@ const ask = (content) => [{ role: "user", content }];
 const WEATHER = {
   name: "get_weather",
   description: "Current weather in a city",
-  input_schema: { type: "object", required: ["city"], properties: { city: { type: "string" } } },
+  input_schema: { type: "object", additionalProperties: false, required: ["city"],
+                  properties: { city: { type: "string" } } },
 };
 
 const checks = {
