@@ -52,6 +52,9 @@ SERVED_MODEL = {
     "/v1/embeddings": EMBEDDING, "/v1/similarities": EMBEDDING,
     "/v1/audio/speech": SPEECH, "/v1/tts": SPEECH,
     "/v1/audio/transcriptions": TRANSCRIPTION, "/v1/audio/translations": TRANSCRIPTION,
+    "/tokenize": CHAT, "/detokenize": CHAT, "/v1/messages": CHAT,
+    "/v1/messages/count_tokens": CHAT,
+    "/v1/rerank": EMBEDDING, "/v2/rerank": EMBEDDING, "/rerank": EMBEDDING,
 }
 
 FAKE_EXAMPLES = int(os.environ.get("LABS_FUZZ_EXAMPLES", "200"))

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from labs_api.engines.optional import require
+from labs_api.engines.progress import PROGRESS
 from labs_api.engines.rerank.base import RerankEngine, RerankScores
 
 #: Pairs in one forward pass.
@@ -45,9 +46,13 @@ class CrossEncoderEngine(RerankEngine):
                                    "convert_to_numpy": True}
         if raw:
             options[self._identity] = self._torch.nn.Identity()
+        scores: list[float] = []
         with self._torch.inference_mode():
-            scores = self.model.predict(pairs, **options)
-        return RerankScores([float(s) for s in scores.reshape(-1)], self._count(pairs))
+            for start in range(0, len(pairs), BATCH_SIZE):
+                batch = self.model.predict(pairs[start:start + BATCH_SIZE], **options)
+                scores += [float(s) for s in batch.reshape(-1)]
+                PROGRESS.tick()  # a long request is busy, not stuck, to the supervisor
+        return RerankScores(scores, self._count(pairs))
 
     def _count(self, pairs: list[tuple[str, str]]) -> int:
         encoded = self.model.tokenizer([q for q, _ in pairs], [d for _, d in pairs],
