@@ -9,6 +9,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from labs_api.api.embeddings.serving import run
+from labs_api.api.rerank.protocol import (
+    DocumentOut,
+    RerankRequest,
+    RerankResponse,
+    RerankResult,
+    RerankUsage,
+    TEIRank,
+    TEIRerankRequest,
+)
 from labs_api.engines.rerank.base import RerankEngine, RerankScores
 from labs_api.errors import ModelNotFoundError
 from labs_api.models import ModelRegistry
@@ -42,6 +51,25 @@ class RerankService:
         scores = result.scores
         order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
         return Ranked(label, order, scores, result.tokens)
+
+    async def rerank(self, body: RerankRequest) -> RerankResponse:
+        """Cohere's and Jina's answer: the best ``top_n``, with their text if asked."""
+        texts = body.texts()
+        ranked = await self.rank(body.model, body.query, texts)
+        order = ranked.order[:body.top_n] if body.top_n else ranked.order
+        results = [RerankResult(index=i, relevance_score=ranked.scores[i],
+                                document=DocumentOut(text=texts[i]) if body.return_documents
+                                else None) for i in order]
+        return RerankResponse(id=new_rerank_id(), model=ranked.model, results=results,
+                              usage=RerankUsage(prompt_tokens=ranked.tokens,
+                                                total_tokens=ranked.tokens))
+
+    async def tei(self, body: TEIRerankRequest) -> list[TEIRank]:
+        """Text Embeddings Inference's answer: every text, best first."""
+        ranked = await self.rank(body.model, body.query, body.texts, raw=body.raw_scores)
+        return [TEIRank(index=i, score=ranked.scores[i],
+                        text=body.texts[i] if body.return_text else None)
+                for i in ranked.order]
 
     def _kind(self, model: str | None) -> str:
         if model is None:
