@@ -125,9 +125,10 @@ def test_huge_and_malformed_messages_requests(client, chat_model):
             {"type": "text", "text": "x"}] * 20_000}]})), 400, "content blocks")
     assert_anthropic_error(post_raw(client, "/v1/messages", dumps({
         **base, "messages": [{"role": "user", "content": 7}]})), 422, "messages.0.content")
-    assert_anthropic_error(post_raw(client, "/v1/messages", dumps({
-        **base, "max_tokens": 2**62, "messages": [{"role": "user", "content": "hi"}]})), 400,
-        "max_tokens")
+    infinite = dumps({**base, "max_tokens": "@", "messages": [
+        {"role": "user", "content": "hi"}]}).replace(b'"@"', b"1e999")
+    assert_anthropic_error(post_raw(client, "/v1/messages", infinite), 422, "max_tokens",
+                           "finite")
     good = client.post("/v1/messages", json={**base, "messages": [
         {"role": "user", "content": "Say hi."}]})
     assert good.status_code == 200 and good.json()["content"][0]["text"]
