@@ -5,6 +5,7 @@ every error."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -322,3 +323,48 @@ def test_an_engine_failure_mid_stream_is_an_error_event():
     name, data = events(response)[-1]
     assert name == "error" and data["error"]["type"] == "api_error"
     assert "RuntimeError" in data["error"]["message"]
+
+
+def test_closing_the_event_stream_early_closes_the_chat_stream():
+    """A client that leaves mid-stream must stop the generation: the chat path's chunk stream
+    is closed with Anthropic's, not left to the garbage collector."""
+    import asyncio
+
+    from labs_api.api.anthropic.streaming import message_events
+
+    closed = []
+
+    async def chunks():
+        try:
+            for word in ("a", "b", "c"):
+                yield {"choices": [{"index": 0, "delta": {"content": word},
+                                    "finish_reason": None}]}
+        finally:
+            closed.append(True)
+
+    async def run() -> list[str]:
+        source = chunks()  # held here, so only an explicit close can end it now
+        events = message_events(source, message_id="msg_1", model="m", prompt_tokens=1)
+        seen = [(await anext(events))["type"] for _ in range(4)]
+        await events.aclose()
+        assert closed == [True]
+        return seen
+
+    assert asyncio.run(run()) == ["message_start", "ping", "content_block_start",
+                                  "content_block_delta"]
+    assert closed == [True]
+
+
+def test_a_client_that_leaves_mid_stream_cancels_the_generation():
+    engine = FakeChatEngine(reply=" ".join(["word"] * 200), delay=0.01, context_length=512)
+    client = TestClient(create_app(Settings(), registry_with(engine)))
+    with client.stream("POST", "/v1/messages", json={
+            "model": "fake-chat", "max_tokens": 300, "messages": ASK, "stream": True}) as response:
+        for line in response.iter_lines():
+            if "text_delta" in line:
+                break
+    for _ in range(500):  # the cancellation reaches the engine's task within a moment
+        if engine.cancelled:
+            break
+        time.sleep(0.01)
+    assert engine.cancelled == 1 and engine.finished == 0

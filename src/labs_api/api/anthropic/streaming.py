@@ -28,7 +28,16 @@ def sse(event: dict[str, Any]) -> str:
 async def message_events(chunks: AsyncIterator[dict[str, Any]], *, message_id: str,
                          model: str, prompt_tokens: int) -> AsyncIterator[dict[str, Any]]:
     """Anthropic's events for the chunks of one streamed chat completion (n = 1, with the
-    usage chunk at the end)."""
+    usage chunk at the end). Closing this closes ``chunks``, which stops the generation."""
+    try:
+        async for event in _events(chunks, message_id, model, prompt_tokens):
+            yield event
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+
+
+async def _events(chunks: AsyncIterator[dict[str, Any]], message_id: str, model: str,
+                  prompt_tokens: int) -> AsyncIterator[dict[str, Any]]:
     yield {"type": "message_start", "message": {
         "id": message_id, "type": "message", "role": "assistant", "model": model,
         "content": [], "stop_reason": None, "stop_sequence": None,
