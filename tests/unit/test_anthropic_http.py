@@ -210,6 +210,8 @@ def test_count_tokens_counts_the_prompt_as_the_chat_path_would():
     ({"model": "fake-chat", "max_tokens": 5, "messages": ASK, "tool_choice": {"type": "sometimes"}},
      "tool_choice"),
     ({"model": "fake-chat", "max_tokens": "many", "messages": ASK}, "max_tokens"),
+    ({"model": "fake-chat", "max_tokens": 5, "messages": ASK, "tool_choice": {"type": "any"}},
+     "tool_choice needs tools"),
 ])
 def test_bad_requests_are_4xx_in_anthropics_shape_naming_the_field(body, where):
     client, engine = make()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from labs_api.api.chat.protocol import MAX_STOP_SEQUENCES
 from labs_api.api.request_model import RequestModel
@@ -98,6 +98,12 @@ class ConversationFields(RequestModel):
     tools: list[ToolIn] | None = None
     tool_choice: ToolChoice | None = None
     cache_control: CacheControl = None  # accepted, ignored: the prefix cache needs no marks
+
+    @model_validator(mode="after")
+    def _choice_needs_tools(self) -> ConversationFields:
+        if self.tool_choice is not None and self.tool_choice.type != "none" and not self.tools:
+            raise ValueError("tool_choice needs tools")
+        return self
 
     def system_text(self) -> str:
         if self.system is None:
