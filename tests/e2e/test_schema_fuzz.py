@@ -144,7 +144,9 @@ def cheap(body: Any, path: str) -> Any:
     body = dict(body)
     for field in ("max_tokens", "max_completion_tokens"):
         value = body.get(field)
-        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_REAL_TOKENS:
+        # An integral float (1e9) is an integer to the server too: 1988 tokens take a minute.
+        if isinstance(value, int | float) and not isinstance(value, bool) \
+                and value > MAX_REAL_TOKENS:
             body[field] = MAX_REAL_TOKENS
     if path in ("/v1/chat/completions", "/v1/completions"):
         body.setdefault("max_tokens", MAX_REAL_TOKENS)
