@@ -115,6 +115,17 @@ def test_streamed_tool_use_accumulates_the_input(client, chat_model_id):
     assert final.stop_reason == "tool_use"
 
 
+def test_structured_output_parses_against_its_schema(client, chat_model_id):
+    schema = {"type": "object", "additionalProperties": False, "required": ["capital"],
+              "properties": {"capital": {"type": "string", "maxLength": 40}}}
+    message = client.messages.create(
+        model=chat_model_id, max_tokens=40, extra_body=GREEDY,
+        output_config={"format": {"type": "json_schema", "schema": schema}},
+        messages=ask("What is the capital of France? Answer in JSON."))
+    assert message.stop_reason == "end_turn"
+    assert isinstance(json.loads(message.content[0].text)["capital"], str)
+
+
 def test_count_tokens_matches_what_create_bills(client, chat_model_id):
     messages = ask("Tell me about the moon.")
     counted = client.messages.count_tokens(model=chat_model_id, system="Be brief.",

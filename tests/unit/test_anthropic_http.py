@@ -179,6 +179,30 @@ def test_an_error_tool_result_says_so():
     assert engine.calls[-1][0][-1].content == "Result of tool call t: Error: no city"
 
 
+def test_output_config_format_is_chats_json_schema_response_format():
+    client, engine = make(reply='{"city": "Paris"}')
+    schema = {"type": "object", "properties": {"city": {"type": "string"}},
+              "required": ["city"]}
+    body = client.post("/v1/messages", json={
+        "model": "fake-chat", "max_tokens": 20, "messages": ASK,
+        "output_config": {"format": {"type": "json_schema", "schema": schema}}}).json()
+    assert json.loads(body["content"][0]["text"]) == {"city": "Paris"}
+    constraint = engine.calls[-1][1].constraint
+    assert constraint.kind == "json_schema" and constraint.schema == schema
+    effort = client.post("/v1/messages", json={
+        "model": "fake-chat", "max_tokens": 20, "messages": ASK,
+        "output_config": {"effort": "high"}})
+    assert "effort" in assert_anthropic_error(effort, 422, "invalid_request_error")
+    deep: dict = {"type": "string"}
+    for _ in range(40):
+        deep = {"type": "array", "items": deep}
+    nested = client.post("/v1/messages", json={
+        "model": "fake-chat", "max_tokens": 20, "messages": ASK,
+        "output_config": {"format": {"type": "json_schema", "schema": deep}}})
+    assert "LABS_MAX_SCHEMA_DEPTH" in assert_anthropic_error(nested, 400,
+                                                             "invalid_request_error")
+
+
 def test_count_tokens_counts_the_prompt_as_the_chat_path_would():
     client, engine = make()
     body = {"model": "fake-chat", "system": "be kind", "messages": ASK}

@@ -213,9 +213,13 @@ def check_messages(body: Any, limits: RequestLimits) -> None:
     if chars > limits.max_prompt_chars:
         _refuse("messages", f"{chars} characters of text (system, messages and tools)",
                 limits.max_prompt_chars, "LABS_MAX_PROMPT_CHARS")
-    if isinstance(tools, list):
-        check_schemas([(f"tools.{i}.input_schema", t.get("input_schema"))
-                       for i, t in enumerate(tools) if isinstance(t, dict)], limits)
+    schemas = [(f"tools.{i}.input_schema", t.get("input_schema"))
+               for i, t in enumerate(tools if isinstance(tools, list) else [])
+               if isinstance(t, dict)]
+    output = body.get("output_config")
+    if isinstance(output, dict) and isinstance(output.get("format"), dict):
+        schemas.append(("output_config.format.schema", output["format"].get("schema")))
+    check_schemas(schemas, limits)
 
 
 def check_schemas(schemas: list[tuple[str, Any]], limits: RequestLimits) -> None:

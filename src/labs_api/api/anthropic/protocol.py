@@ -85,6 +85,17 @@ ToolChoice = Annotated[ToolChoiceAuto | ToolChoiceAny | ToolChoiceTool | ToolCho
                        Field(discriminator="type")]
 
 
+class JsonOutputFormat(RequestModel):
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(RequestModel):
+    """Structured output only (``effort`` is for reasoning models: a 422)."""
+
+    format: JsonOutputFormat | None = None
+
+
 class Metadata(RequestModel):
     user_id: str | None = None
 
@@ -128,6 +139,8 @@ class MessagesRequest(ConversationFields):
         None, max_length=MAX_STOP_SEQUENCES)
     stream: bool = False
     metadata: Metadata | None = None
+    output_config: OutputConfig | None = Field(
+        None, description="format: JSON valid against a schema (constrained decoding)")
 
 
 class CountTokensRequest(ConversationFields):

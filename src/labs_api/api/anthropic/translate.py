@@ -98,6 +98,10 @@ def to_chat_request(request: ConversationFields, *, stream: bool = False) -> Cha
     if isinstance(request, MessagesRequest):
         body.update(max_tokens=request.max_tokens, temperature=request.temperature,
                     top_p=request.top_p, top_k=request.top_k, stop=request.stop_sequences)
+        output = request.output_config.format if request.output_config else None
+        if output is not None:
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "output", "schema": output.schema_}}
         if stream:
             body.update(stream=True, stream_options={"include_usage": True})
     try:
