@@ -10,6 +10,9 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from labs_api import __version__
+from labs_api.api.anthropic.errors import AnthropicErrorMiddleware
+from labs_api.api.anthropic.router import router as anthropic_router
+from labs_api.api.anthropic.serving import MessagesService
 from labs_api.api.chat.router import router as chat_router
 from labs_api.api.chat.serving import ChatService
 from labs_api.api.completions.router import router as completions_router
@@ -18,8 +21,13 @@ from labs_api.api.embeddings.router import router as embeddings_router
 from labs_api.api.embeddings.serving import EmbeddingService
 from labs_api.api.limits import RequestLimits
 from labs_api.api.models import router as models_router
+from labs_api.api.rerank.router import router as rerank_router
+from labs_api.api.rerank.serving import RerankService
 from labs_api.api.speech.router import router as speech_router
 from labs_api.api.speech.serving import SpeechService
+from labs_api.api.speech.voices import router as voices_router
+from labs_api.api.tokens.router import router as tokens_router
+from labs_api.api.tokens.serving import TokenService
 from labs_api.api.transcription.router import router as transcription_router
 from labs_api.api.transcription.serving import TranscriptionService
 from labs_api.catalog import build_registry, worker_options
@@ -68,15 +76,23 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.embedding_service = EmbeddingService(registry)
     app.state.speech_service = SpeechService(registry, settings)
     app.state.transcription_service = TranscriptionService(registry, settings)
+    app.state.token_service = TokenService(registry)
+    app.state.rerank_service = RerankService(registry)
+    app.state.messages_service = MessagesService(registry, app.state.chat_service)
     install_error_handlers(app)
     app.include_router(models_router)
     app.include_router(chat_router)
     app.include_router(completions_router)
     app.include_router(embeddings_router)
     app.include_router(speech_router)
+    app.include_router(voices_router)
     app.include_router(transcription_router)
+    app.include_router(tokens_router)
+    app.include_router(rerank_router)
+    app.include_router(anthropic_router)
     # Keys, rate limit, CORS, body size, request ids and access log, /metrics, offline /docs.
     install_operations(app, settings)
+    app.add_middleware(AnthropicErrorMiddleware)  # outermost: every error of /v1/messages
     if settings.ui:
         install_ui(app)  # the web playground at / (the API keeps every path it had)
     return app

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from labs_api.engines.chat.factory import chat_engine_name, chat_slot
 from labs_api.engines.embedding.factory import embedding_slot
+from labs_api.engines.rerank.factory import rerank_slot
 from labs_api.engines.speech.factory import speech_slot
 from labs_api.engines.transcription.factory import MULTILINGUAL_BASE, transcription_slot
 from labs_api.models import LoadLimits, ModelRegistry, ModelSlot
@@ -28,6 +29,7 @@ from labs_api.models_file import (
     EmbeddingEntry,
     EntryBase,
     ModelsFileError,
+    RerankEntry,
     SpeechEntry,
     TranscriptionEntry,
     read_models_file,
@@ -75,6 +77,8 @@ KINDS: dict[str, Kind] = {
                    lambda s: ("speech", "streaming", "voices")),
     "transcription": Kind("stt_model", TranscriptionEntry, transcription_slot,
                           _transcription_capabilities),
+    # optional: served only when LABS_RERANK_MODEL or the file names one
+    "rerank": Kind("rerank_model", RerankEntry, rerank_slot, lambda s: ("rerank",)),
 }
 
 
@@ -99,6 +103,8 @@ def model_entries(settings: Settings) -> list[EntryBase]:
         if name in kinds and kind.variable not in explicit:
             continue
         value = getattr(settings, kind.variable)
+        if value is None:  # an optional kind nobody asked for
+            continue
         try:
             from_variables.append(kind.entry(id=value, kind=name, source=value))  # type: ignore[call-arg]
         except ValidationError as exc:

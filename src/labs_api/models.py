@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("labs_api.models")
 
-ModelKind = Literal["chat", "embedding", "speech", "transcription"]
+ModelKind = Literal["chat", "embedding", "speech", "transcription", "rerank"]
 #: ``waiting``: not loaded yet; ``unloaded``: loaded before, unloaded since (idle, evicted or
 #: asked to).
 LoadState = Literal["waiting", "loading", "ready", "restarting", "failed", "unloaded"]

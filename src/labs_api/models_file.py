@@ -119,9 +119,17 @@ class TranscriptionEntry(EntryBase):
     max_queue: int = Field(8, ge=0, le=1024)
 
 
-ModelEntry = Annotated[ChatEntry | EmbeddingEntry | SpeechEntry | TranscriptionEntry,
-                       Field(discriminator="kind")]
-KIND_NAMES = ("chat", "embedding", "speech", "transcription")
+class RerankEntry(EntryBase):
+    kind: Literal["rerank"]
+    SETTINGS: ClassVar[dict[str, str]] = {"threads": "embedding_threads"}
+    source: str = Field(min_length=1, description="A sentence-transformers CrossEncoder: a "
+                        "HuggingFace id or a directory")
+    threads: int = Field(0, ge=0, le=256)
+
+
+ModelEntry = Annotated[ChatEntry | EmbeddingEntry | SpeechEntry | TranscriptionEntry
+                       | RerankEntry, Field(discriminator="kind")]
+KIND_NAMES = ("chat", "embedding", "speech", "transcription", "rerank")
 
 
 class ModelsFile(BaseModel):

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     )
     # --- end of embeddings block ---
 
+    # Rerank model (README "Rerank"): unset, /v1/rerank scores by the embedding model's cosine
+    rerank_model: str | None = Field(
+        None, min_length=1, description="A sentence-transformers CrossEncoder for /v1/rerank: "
+        "a HuggingFace id or a local directory; unset: the embedding model's cosine similarity")
+
     # Authentication for gated HuggingFace models
     hf_token: str | None = Field(
         None, validation_alias=AliasChoices("HF_TOKEN", "LABS_HF_TOKEN"), repr=False

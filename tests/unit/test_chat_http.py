@@ -58,7 +58,8 @@ def test_completion_has_the_spec_shape_and_validates_against_openai(client):
                                  "refusal": None}
     assert choice["finish_reason"] == "stop"
     assert choice["logprobs"] is None
-    assert body["usage"] == {"prompt_tokens": 1, "completion_tokens": 5, "total_tokens": 6}
+    assert body["usage"] == {"prompt_tokens": 1, "completion_tokens": 5, "total_tokens": 6,
+                             "prompt_tokens_details": {"cached_tokens": 0}}
 
 
 def test_stream_is_role_then_content_then_finish_then_done(client):
@@ -85,7 +86,8 @@ def test_stream_options_include_usage_adds_a_usage_chunk_before_done(client):
     assert_matches_openai(usage_chunk, "CreateChatCompletionStreamResponse")
     assert usage_chunk["choices"] == []
     assert usage_chunk["usage"] == {"prompt_tokens": 1, "completion_tokens": 2,
-                                    "total_tokens": 3}
+                                    "total_tokens": 3,
+                             "prompt_tokens_details": {"cached_tokens": 0}}
     assert events[-3]["choices"][0]["finish_reason"] == "length"
 
 
@@ -142,7 +144,8 @@ def test_n_choices_have_their_index_and_usage_counts_the_prompt_once(client):
     body = chat(client, n=3, max_tokens=2)
     assert_matches_openai(body, "CreateChatCompletionResponse")
     assert [c["index"] for c in body["choices"]] == [0, 1, 2]
-    assert body["usage"] == {"prompt_tokens": 1, "completion_tokens": 6, "total_tokens": 7}
+    assert body["usage"] == {"prompt_tokens": 1, "completion_tokens": 6, "total_tokens": 7,
+                             "prompt_tokens_details": {"cached_tokens": 0}}
 
 
 def test_seeded_choices_get_distinct_repeatable_seeds(client, engine):

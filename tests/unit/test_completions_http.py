@@ -37,7 +37,8 @@ def test_a_text_prompt_gives_a_text_completion(client):
     assert_matches_openai(body, "CreateCompletionResponse")
     assert body["object"] == "text_completion" and body["id"].startswith("cmpl-")
     assert body["choices"][0]["text"] == "Hello there, how are you?"
-    assert body["usage"] == {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9}
+    assert body["usage"] == {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9,
+                             "prompt_tokens_details": {"cached_tokens": 0}}
 
 
 def test_default_max_tokens_is_16_as_openai(client, engine):

@@ -198,3 +198,22 @@ def test_a_bad_model_setting_names_the_variable(monkeypatch, name, value):
         load_settings()
     message = str(stopped.value)
     assert name in message and "\n" not in message
+
+
+def test_a_rerank_entry_serves_a_cross_encoder_under_its_id(tmp_path):
+    (tmp_path / "ce").mkdir()
+    path = write(tmp_path, '[[models]]\nid = "reranker"\nkind = "rerank"\nsource = "ce"\n'
+                 'aliases = ["rerank-english-v3.0"]\nthreads = 1\n')
+    registry = build_registry(settings_for(path))
+    (slot,) = [s for s in registry.slots if s.kind == "rerank"]
+    assert slot.model_id == "reranker" and slot.capabilities == ("rerank",)
+    assert registry.find("rerank-english-v3.0") is slot
+    source, model_id, own = slot.load.args
+    assert (source, model_id) == (str((tmp_path / "ce").resolve()), "reranker")
+    assert own.embedding_threads == 1
+
+
+def test_a_rerank_entry_needs_a_source(tmp_path):
+    path = write(tmp_path, '[[models]]\nid = "reranker"\nkind = "rerank"\n')
+    with pytest.raises(ModelsFileError, match=r"entry 1 \(id 'reranker'\): source"):
+        build_registry(settings_for(path))

@@ -10,6 +10,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from labs_api.engines.chat.base import ChatEngine, GenerationChunk, SamplingParams, TokenLogprob
 from labs_api.ops.context import report_first_token, report_generation
@@ -133,11 +134,14 @@ async def interleave(opened: OpenedChoices) -> AsyncIterator[tuple[int, Generati
         await opened.aclose()
 
 
-def usage_counts(prompt_tokens: int, completion_tokens: list[int]) -> dict[str, int]:
-    """OpenAI counts the prompt once, however many choices."""
+def usage_counts(prompt_tokens: int, completion_tokens: list[int],
+                 cached_tokens: int = 0) -> dict[str, Any]:
+    """OpenAI counts the prompt once, however many choices; ``cached_tokens`` are the prompt
+    tokens the engine's prefix cache held (OpenAI's ``prompt_tokens_details``)."""
     completion = sum(completion_tokens)
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-            "total_tokens": prompt_tokens + completion}
+            "total_tokens": prompt_tokens + completion,
+            "prompt_tokens_details": {"cached_tokens": min(cached_tokens, prompt_tokens)}}
 
 
 def logprobs_content(entries: list[TokenLogprob]) -> list[dict]:

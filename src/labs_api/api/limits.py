@@ -164,6 +164,64 @@ def check_similarities(body: Any, limits: RequestLimits) -> None:
                  "LABS_MAX_EMBEDDING_CHARS")
 
 
+def check_tokenize(body: Any, limits: RequestLimits) -> None:
+    if not isinstance(body, dict):
+        return
+    check_chat(body, limits)  # messages, as a chat request's
+    for field in ("content", "prompt"):
+        _text_of(body.get(field), field, limits.max_prompt_chars, "LABS_MAX_PROMPT_CHARS")
+
+
+def check_detokenize(body: Any, limits: RequestLimits) -> None:
+    tokens = body.get("tokens") if isinstance(body, dict) else None
+    max_ids = max(1, limits.max_prompt_chars // 4)
+    if isinstance(tokens, list) and len(tokens) > max_ids:
+        _refuse("tokens", f"{len(tokens)} token ids", max_ids, "LABS_MAX_PROMPT_CHARS / 4")
+
+
+def check_rerank(body: Any, limits: RequestLimits) -> None:
+    """Documents (strings or ``{"text"}``) together, against the embedding characters limit;
+    their count is left to validation (1000), which names the field."""
+    if not isinstance(body, dict):
+        return
+    for field in ("documents", "texts"):
+        documents = body.get(field)
+        if isinstance(documents, list) and len(documents) <= 100_000:
+            texts = [d.get("text") if isinstance(d, dict) else d for d in documents]
+            _text_of(texts, field, limits.max_embedding_chars, "LABS_MAX_EMBEDDING_CHARS")
+
+
+def check_messages(body: Any, limits: RequestLimits) -> None:
+    """Anthropic's Messages: messages and their blocks, text (system, blocks, tool inputs and
+    results, tools) and the tools' input schemas, as a chat request's."""
+    if not isinstance(body, dict):
+        return
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        if len(messages) > limits.max_messages:
+            _refuse("messages", f"{len(messages)} messages", limits.max_messages,
+                    "LABS_MAX_MESSAGES")
+        blocks = sum(len(m["content"]) for m in messages
+                     if isinstance(m, dict) and isinstance(m.get("content"), list))
+        if blocks > limits.max_messages:
+            _refuse("messages", f"{blocks} content blocks", limits.max_messages,
+                    "LABS_MAX_MESSAGES")
+    tools = body.get("tools")
+    if isinstance(tools, list) and len(tools) > limits.max_tools:
+        _refuse("tools", f"{len(tools)} tools", limits.max_tools, "LABS_MAX_TOOLS")
+    chars = _chars([messages, body.get("system"), tools])
+    if chars > limits.max_prompt_chars:
+        _refuse("messages", f"{chars} characters of text (system, messages and tools)",
+                limits.max_prompt_chars, "LABS_MAX_PROMPT_CHARS")
+    schemas = [(f"tools.{i}.input_schema", t.get("input_schema"))
+               for i, t in enumerate(tools if isinstance(tools, list) else [])
+               if isinstance(t, dict)]
+    output = body.get("output_config")
+    if isinstance(output, dict) and isinstance(output.get("format"), dict):
+        schemas.append(("output_config.format.schema", output["format"].get("schema")))
+    check_schemas(schemas, limits)
+
+
 def check_schemas(schemas: list[tuple[str, Any]], limits: RequestLimits) -> None:
     """Size of the JSON schemas of one request, together: they become one llama.cpp grammar
     (the tools' are joined in an anyOf), built on the request's path."""
@@ -214,4 +272,11 @@ CHECKS = {
     "/v1/completions": check_completion,
     "/v1/embeddings": check_embeddings,
     "/v1/similarities": check_similarities,
+    "/tokenize": check_tokenize,
+    "/detokenize": check_detokenize,
+    "/v1/rerank": check_rerank,
+    "/v2/rerank": check_rerank,
+    "/rerank": check_rerank,
+    "/v1/messages": check_messages,
+    "/v1/messages/count_tokens": check_messages,
 }

@@ -21,6 +21,7 @@ from labs_api.engines.speech.sentences import split_sentences
 #: What a chat stream starts from: ("messages", [ChatMessage]), ("text", str) or
 #: ("tokens", [int]); the host tokenizes, so this side needs no tokenizer. ("group",
 #: [([int], SamplingParams)]) is a request's generations together (params then unused).
+#: ``tokenize`` alone also takes ("content", (str, add_special)), for /tokenize.
 PromptSource = tuple[str, Any]
 
 
@@ -62,6 +63,12 @@ class RemoteChatEngine(RemoteEngine, ChatEngine):
 
     async def detokenize(self, tokens: list[int]) -> str:
         return await self._transport.call("detokenize", list(tokens))
+
+    async def content_tokens(self, text: str, add_special: bool) -> list[int]:
+        return await self._transport.call("tokenize", ("content", (text, add_special)))
+
+    async def pieces(self, tokens: list[int]) -> list[bytes]:
+        return await self._transport.call("pieces", list(tokens))
 
     def tokenize_prompt(self, messages: list[ChatMessage]) -> list[int]:
         raise NotImplementedError("the tokenizer is with the engine's host: await prompt_tokens")
@@ -107,6 +114,7 @@ class RemoteEmbeddingBatcher(RemoteEngine):
 class RemoteSpeechEngine(RemoteEngine):
     what = "speech"
     voices: tuple[str, ...]
+    voice_languages: dict[str, str]
     max_sentence_chars: int
 
     @property
@@ -142,16 +150,25 @@ class RemoteTranscriptionEngine(RemoteEngine):
         return self._transport.stream("transcribe", samples, options)
 
 
+class RemoteRerankEngine(RemoteEngine):
+    """Stands for a ``RerankEngine``: the query and documents go to the host, scores return."""
+
+    what = "rerank"
+
+    async def rerank(self, query: str, documents: Any, raw: bool = False) -> Any:
+        return await self._transport.call("rerank", query, list(documents), raw)
+
+
 PROXIES: dict[str, type[RemoteEngine]] = {
     "chat": RemoteChatEngine, "embedding": RemoteEmbeddingBatcher, "speech": RemoteSpeechEngine,
-    "transcription": RemoteTranscriptionEngine}
+    "transcription": RemoteTranscriptionEngine, "rerank": RemoteRerankEngine}
 
 
 class EngineHost:
     """The other side: serves a proxy's calls on a real engine (in a worker or a replica).
 
     Method names are what proxies call: ``tokenize`` and ``stream`` for chat, ``embed`` for
-    embeddings, ``stream`` for speech, ``transcribe`` for speech-to-text.
+    embeddings, ``rerank`` for rerank, ``stream`` for speech, ``transcribe`` for speech-to-text.
     """
 
     def __init__(self, kind: str, engine: Any) -> None:
@@ -164,6 +181,8 @@ class EngineHost:
             return list(await self.engine.prompt_tokens(value))
         if what == "text":
             return list(await self.engine.text_tokens(value))
+        if what == "content":  # /tokenize: (text, add_special)
+            return list(await self.engine.content_tokens(*value))
         return list(value)
 
     def stream(self, *args: Any) -> AsyncIterator[Any]:
@@ -190,8 +209,14 @@ class EngineHost:
     async def detokenize(self, tokens: list[int]) -> str:
         return await asyncio.to_thread(self.engine.detokenize, tokens)
 
+    async def pieces(self, tokens: list[int]) -> list[bytes]:
+        return list(await self.engine.pieces(tokens))
+
     async def embed(self, texts: list[str], task: str) -> Any:
         return await self.engine.embed(texts, task)
+
+    async def rerank(self, query: str, documents: list[str], raw: bool) -> Any:
+        return await self.engine.rerank(query, documents, raw)
 
     def transcribe(self, samples: Any, options: Any) -> AsyncIterator[Any]:
         return self.engine.stream(samples, options)

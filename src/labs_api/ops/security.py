@@ -1,4 +1,5 @@
-"""API keys: with keys configured, every /v1 request must carry ``Authorization: Bearer <key>``.
+"""API keys: with keys configured, every /v1 request must carry ``Authorization: Bearer <key>``
+(or ``x-api-key: <key>``, as Anthropic's clients send it).
 
 Keys are compared in constant time (on their SHA-256 digests, so neither the content nor the
 length of a configured key leaks through timing). No key is ever logged or echoed: the access log
@@ -86,6 +87,15 @@ def bearer_token(scope: Scope) -> str | None:
     return None
 
 
+def x_api_key(scope: Scope) -> str | None:
+    """Anthropic's clients send the key as ``x-api-key``."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-api-key":
+            token = value.decode("latin-1").strip()
+            return token or None
+    return None
+
+
 def _unauthorized(message: str) -> JSONResponse:
     return JSONResponse(
         error_body(message, "invalid_request_error", None, "invalid_api_key"),
@@ -105,10 +115,11 @@ class APIKeyMiddleware:
         if not needs_key(scope):
             await self.app(scope, receive, send)
             return
-        token = bearer_token(scope)
+        token = bearer_token(scope) or x_api_key(scope)
         if token is None:
             response = _unauthorized(
-                "Missing API key: send it in the Authorization header as 'Bearer YOUR_KEY'."
+                "Missing API key: send it in the Authorization header as 'Bearer YOUR_KEY' "
+                "(or as x-api-key)."
             )
             await response(scope, receive, send)
             return

@@ -145,6 +145,22 @@ class ChatReplica(ModelReplica):
         except Exception as exc:
             raise ReplicaError(ErrorReport.of(exc)) from None
 
+    async def detokenize(self, tokens: list[int]) -> str:
+        """The text of token ids (/detokenize, and echo of a token-id prompt)."""
+        return await self._host_call("detokenize", tokens)
+
+    async def pieces(self, tokens: list[int]) -> list[bytes]:
+        """Each token's bytes (/tokenize with_pieces)."""
+        return await self._host_call("pieces", tokens)
+
+    async def _host_call(self, method: str, *args: Any) -> Any:
+        try:
+            return await getattr(EngineHost("chat", self._engine()), method)(*args)
+        except ReplicaError:
+            raise
+        except Exception as exc:
+            raise ReplicaError(ErrorReport.of(exc)) from None
+
 
 @serve.deployment
 class EmbeddingReplica(ModelReplica):

@@ -32,7 +32,8 @@ from labs_api.workers import wire
 log = logging.getLogger("labs_api.worker")
 
 #: What a proxy may call on the host; anything else is refused.
-METHODS = frozenset({"tokenize", "detokenize", "stream", "embed", "transcribe"})
+METHODS = frozenset({"tokenize", "detokenize", "pieces", "stream", "embed", "transcribe",
+                     "rerank"})
 BEAT_SECONDS = 1.0
 
 

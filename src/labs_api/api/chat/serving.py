@@ -62,7 +62,8 @@ class ChatService:
             model=opened.engine.model_id,
             choices=[self._choice(c, tools) for c in choices],
             usage=Usage(**usage_counts(choices[0].prompt_tokens,
-                                       [c.completion_tokens for c in choices])),
+                                       [c.completion_tokens for c in choices],
+                                       choices[0].cached_tokens)),
         )
 
     @staticmethod
@@ -102,7 +103,7 @@ class ChatService:
 
         for index in range(opened.count):
             yield chunk(index, {"role": "assistant"})
-        prompt_tokens = 0
+        prompt_tokens = cached_tokens = 0
         completion_tokens: dict[int, int] = {}
         # With tools, an answer that may be a call is held back until it is known.
         held: dict[int, str] = {i: "" for i in range(opened.count)} if tools else {}
@@ -120,6 +121,8 @@ class ChatService:
             if piece.finish_reason is None:
                 continue
             prompt_tokens = piece.prompt_tokens
+            if index == 0:
+                cached_tokens = piece.cached_tokens
             completion_tokens[index] = piece.completion_tokens
             finish: str = piece.finish_reason
             if index in held:
@@ -133,7 +136,8 @@ class ChatService:
         if request.stream_options and request.stream_options.include_usage:
             final = chunk(0, {})
             final["choices"] = []
-            final["usage"] = usage_counts(prompt_tokens, list(completion_tokens.values()))
+            final["usage"] = usage_counts(prompt_tokens, list(completion_tokens.values()),
+                                          cached_tokens)
             yield final
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from labs_api.api.chat.protocol import (
     MAX_CHOICES,
     MAX_STOP_SEQUENCES,
+    PromptTokensDetails,
     StreamOptions,
     check_stop,
     parse_logit_bias,
@@ -103,6 +104,7 @@ class CompletionUsage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
 
 
 class CompletionResponse(BaseModel):

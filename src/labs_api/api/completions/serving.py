@@ -16,6 +16,7 @@ from labs_api.api.choices import (
     collect,
     interleave,
     open_choices,
+    usage_counts,
 )
 from labs_api.api.completions.protocol import (
     CompletionChoice,
@@ -64,7 +65,7 @@ class CompletionService:
     async def complete(self, request: CompletionRequest) -> CompletionResponse:
         opened, texts, prompt_tokens = await self.open(request)
         choices = await collect(opened)
-        completion_tokens = sum(c.completion_tokens for c in choices)
+        cached = sum(c.cached_tokens for c in choices if c.index % request.n == 0)
         return CompletionResponse(
             id=new_id(), created=int(time.time()), model=opened.engine.model_id,
             choices=[CompletionChoice(
@@ -73,15 +74,16 @@ class CompletionService:
                 finish_reason=c.finish_reason,  # type: ignore[arg-type]
                 logprobs=None if c.logprobs is None else legacy_logprobs(c.logprobs),
             ) for c in choices],
-            usage=CompletionUsage(prompt_tokens=prompt_tokens,
-                                  completion_tokens=completion_tokens,
-                                  total_tokens=prompt_tokens + completion_tokens),
+            usage=CompletionUsage(**usage_counts(prompt_tokens,
+                                                 [c.completion_tokens for c in choices],
+                                                 cached)),
         )
 
     async def stream_events(self, request: CompletionRequest, opened: OpenedChoices,
                             prompt_tokens: int) -> AsyncIterator[dict[str, Any]]:
         completion_id, created, model = new_id(), int(time.time()), opened.engine.model_id
         completion_tokens: dict[int, int] = {}
+        cached = 0  # each prompt's first choice tells what the cache held of that prompt
 
         def chunk(index: int, text: str, finish: str | None,
                   logprobs: list[TokenLogprob] | None) -> dict[str, Any]:
@@ -94,14 +96,15 @@ class CompletionService:
         async for index, piece in interleave(opened):
             if piece.finish_reason is not None:
                 completion_tokens[index] = piece.completion_tokens
+                if index % request.n == 0:
+                    cached += piece.cached_tokens
             if piece.text or piece.finish_reason is not None:
                 yield chunk(index, piece.text, piece.finish_reason, piece.logprobs)
         if request.stream_options and request.stream_options.include_usage:
-            completion = sum(completion_tokens.values())
             yield {"id": completion_id, "object": "text_completion", "created": created,
                    "model": model, "choices": [],
-                   "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                             "total_tokens": prompt_tokens + completion}}
+                   "usage": usage_counts(prompt_tokens, list(completion_tokens.values()),
+                                         cached)}
 
 
 async def echo_texts(engine: ChatEngine, prompts: list[str | list[int]]) -> list[str]:

@@ -109,6 +109,28 @@ class ChatEngine(ABC):
         """``tokenize_text`` off the event loop."""
         return await asyncio.to_thread(self.tokenize_text, text)
 
+    def tokenize_content(self, text: str, add_special: bool) -> list[int]:
+        """Plain text for ``/tokenize``: special-token text parsed as such; ``add_special``
+        adds the model's usual BOS (as ``tokenize_text`` does), else none. Engines whose
+        tokenizer has special tokens override this; the default is ``tokenize_text``."""
+        return self.tokenize_text(text)
+
+    def token_pieces(self, tokens: list[int]) -> list[bytes]:
+        """The bytes each token stands for, special tokens included (a piece may be part of
+        a UTF-8 character). The default decodes each token on its own."""
+        detokenize = getattr(self, "detokenize", None)
+        if detokenize is None:
+            raise NotImplementedError(f"the {self.model_id} engine cannot detokenize")
+        return [str(detokenize([token])).encode("utf-8") for token in tokens]
+
+    async def content_tokens(self, text: str, add_special: bool) -> list[int]:
+        """``tokenize_content`` off the event loop."""
+        return await asyncio.to_thread(self.tokenize_content, text, add_special)
+
+    async def pieces(self, tokens: list[int]) -> list[bytes]:
+        """``token_pieces`` off the event loop."""
+        return await asyncio.to_thread(self.token_pieces, tokens)
+
     def queue_stats(self) -> tuple[int, int] | None:
         """(generations decoding, generations waiting) for metrics; None when not counted."""
         return None

@@ -79,6 +79,23 @@ class LlamaCppChatEngine(ChatEngine):
         client writes the whole prompt, as with OpenAI's and llama.cpp's servers)."""
         return self.model.tokenize(text, add_bos=self.model.adds_bos())
 
+    def tokenize_content(self, text: str, add_special: bool) -> list[int]:
+        return self.model.tokenize(text, add_bos=add_special and self.model.adds_bos())
+
+    def token_pieces(self, tokens: list[int]) -> list[bytes]:
+        """Special tokens as their text. A buffer of its own (``model.piece`` shares the
+        decoder's), so this is safe beside the scheduler thread."""
+        lib, vocab = self.model.lib, self.model.vocab
+        pieces = []
+        for token in tokens:
+            buffer = ctypes.create_string_buffer(64)
+            size = lib.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, True)
+            if size < 0:
+                buffer = ctypes.create_string_buffer(-size)
+                size = lib.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, True)
+            pieces.append(buffer.raw[:max(size, 0)])
+        return pieces
+
     def detokenize(self, tokens: list[int]) -> str:
         """The text of ``tokens``, special tokens left out (the echo of a token-id prompt).
         Its own buffer, not the decoder's: safe beside the scheduler thread."""

@@ -140,6 +140,12 @@ class TransformersChatEngine(ChatEngine):
     def tokenize_text(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
 
+    def tokenize_content(self, text: str, add_special: bool) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=add_special)["input_ids"])
+
+    def token_pieces(self, tokens: list[int]) -> list[bytes]:
+        return [self.tokenizer.decode([token]).encode("utf-8") for token in tokens]
+
     def detokenize(self, tokens: list[int]) -> str:
         """The text of ``tokens``, special tokens left out (the echo of a token-id prompt)."""
         return str(self.tokenizer.decode(tokens, skip_special_tokens=True))

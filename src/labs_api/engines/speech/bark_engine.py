@@ -51,6 +51,9 @@ class BarkSpeechEngine(SpeechEngine):
         presets = sorted(self._processor.available_voice_presets,
                          key=lambda name: (not name.startswith("v2/en_"), name))
         self.voices = (DEFAULT_VOICE, *presets)
+        # Presets are named like "v2/en_speaker_6": the language is the part before "_speaker".
+        self.voice_languages = {name: name.rsplit("/", 1)[-1].split("_speaker")[0]
+                                for name in presets if "_speaker" in name}
 
     def synthesize(self, text: str, voice: str) -> np.ndarray:
         preset = None if voice == DEFAULT_VOICE else voice

@@ -26,6 +26,8 @@ class SpeechEngine(ABC):
     model_id: str
     sample_rate: int
     voices: tuple[str, ...]
+    #: The language of each voice (a BCP 47-like code such as ``en_US``), where the model says.
+    voice_languages: dict[str, str] = {}  # set per instance, never mutated
     #: Longest piece of text handed to ``synthesize`` at once (longer sentences are cut).
     max_sentence_chars: int = 300
     #: Requests in synthesis at once (taking turns sentence by sentence); one more gets 503

@@ -30,7 +30,8 @@ class PiperSpeechEngine(SpeechEngine):
             if not path.is_file():
                 raise FileNotFoundError(f"Piper voice file not found: {path}")
         with open(config_path, encoding="utf-8") as handle:
-            config = piper_config.PiperConfig.from_dict(json.load(handle))
+            raw = json.load(handle)
+        config = piper_config.PiperConfig.from_dict(raw)
         # piper's own PiperVoice.load() gives onnxruntime every core; on a small machine that
         # competes with the chat model, so the thread count is ours to choose (LABS_TTS_THREADS).
         options = onnxruntime.SessionOptions()
@@ -50,6 +51,8 @@ class PiperSpeechEngine(SpeechEngine):
             else {model_path.name.removesuffix(".onnx"): None}
         )
         self.voices = tuple(self._speaker_ids)
+        language = voice_language(raw)
+        self.voice_languages = dict.fromkeys(self.voices, language) if language else {}
         self.synthesize("Ready.", self.default_voice)  # warm up: the first run is the slowest
 
     def synthesize(self, text: str, voice: str) -> np.ndarray:
@@ -58,3 +61,14 @@ class PiperSpeechEngine(SpeechEngine):
         if not parts:
             return np.zeros(0, dtype=np.float32)
         return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def voice_language(config: dict) -> str | None:
+    """The language a Piper voice's JSON config names (``language.code``, else espeak's)."""
+    language = config.get("language")
+    if isinstance(language, dict) and isinstance(language.get("code"), str):
+        return language["code"]
+    espeak = config.get("espeak")
+    if isinstance(espeak, dict) and isinstance(espeak.get("voice"), str):
+        return espeak["voice"]
+    return None

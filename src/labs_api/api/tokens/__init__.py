@@ -1,0 +1,1 @@
+"""POST /tokenize and POST /detokenize (llama-server's and vLLM's shapes)."""

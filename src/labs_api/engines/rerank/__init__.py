@@ -1,0 +1,1 @@
+"""Reranking: scoring documents against a query with a cross-encoder."""
