@@ -95,9 +95,15 @@ def speech_timeline(page) -> dict:
 
 
 def test_speech_plays_while_it_streams_and_the_clip_decodes(base_url):
+    voices = httpx.get(f"{base_url}/v1/audio/voices").json()["data"]
     with browsing(base_url) as session:
         page = session.page
         open_tab(session, base_url, "speech")
+        # the voice list is the server's (with language and rate), not a fixed list
+        option = page.wait_for_selector(f"#tts-voice option[value='{voices[0]['id']}']",
+                                        state="attached")
+        assert voices[0]["language"] in option.inner_text()
+        assert f"{voices[0]['sample_rate']} Hz" in option.inner_text()
         page.fill("#tts-text", LONG_TEXT)
         page.click("button:has-text('Speak')")
         timeline = speech_timeline(page)

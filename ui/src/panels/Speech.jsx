@@ -6,15 +6,40 @@ import { wavOf } from '../wav.js';
 import { useModels } from './useModels.js';
 import { ErrorLine } from './ErrorLine.jsx';
 
-const VOICES = ['alloy', 'ash', 'ballad', 'coral', 'echo', 'fable', 'onyx', 'nova', 'sage',
-  'shimmer', 'verse'];
+// OpenAI's names, which every speech model here answers to; used when /v1/audio/voices fails.
+const OPENAI_VOICES = ['alloy', 'ash', 'ballad', 'coral', 'echo', 'fable', 'onyx', 'nova', 'sage',
+  'shimmer', 'verse'].map((id) => ({ id, label: id }));
+
+/** The served voices (GET /v1/audio/voices), each labelled with its language and rate. */
+function useVoices(model) {
+  const [voices, setVoices] = useState(OPENAI_VOICES);
+  useEffect(() => {
+    if (!model) return undefined;
+    let stopped = false;
+    call(`/v1/audio/voices?model=${encodeURIComponent(model)}`)
+      .then((r) => r.json())
+      .then((list) => {
+        if (stopped || !list.data?.length) return;
+        setVoices(list.data.map((v) => ({
+          id: v.id,
+          label: [v.name, v.language, `${v.sample_rate} Hz`].filter(Boolean).join(' · ') +
+            (v.openai_voices?.length ? ` (${v.openai_voices.join(', ')})` : ''),
+        })));
+      })
+      .catch(() => {}); // older server or no key yet: OpenAI's names still work
+    return () => { stopped = true; };
+  }, [model]);
+  return voices;
+}
 const FORMATS = { mp3: 'audio/mpeg', opus: 'audio/ogg', aac: 'audio/aac', flac: 'audio/flac',
   wav: 'audio/wav', pcm: 'audio/pcm' };
 
 export function Speech() {
   const [models, modelError] = useModels('speech');
   const [text, setText] = useState('Hello! This is the AI Labs playground speaking.');
-  const [voice, setVoice] = useState('alloy');
+  const voices = useVoices(models[0]?.id);
+  const [chosenVoice, setVoice] = useState('');
+  const voice = voices.some((v) => v.id === chosenVoice) ? chosenVoice : voices[0].id;
   const [format, setFormat] = useState('mp3');
   const [speed, setSpeed] = useState(1);
   const [clip, setClip] = useState(null); // {blob, format, mode}
@@ -80,7 +105,7 @@ export function Speech() {
         <div class="row">
           <label for="tts-voice">Voice</label>
           <select id="tts-voice" value={voice} onChange={(e) => setVoice(e.currentTarget.value)}>
-            {VOICES.map((v) => <option key={v} value={v}>{v}</option>)}
+            {voices.map((v) => <option key={v.id} value={v.id}>{v.label}</option>)}
           </select>
           <label for="tts-format">Format</label>
           <select id="tts-format" value={format} onChange={(e) => setFormat(e.currentTarget.value)}>
