@@ -230,6 +230,18 @@ class Settings(BaseSettings):
         return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
     # --- end of operations and security block ---
 
+    # --- Responses API (see README "Responses") ---
+    data_dir: str | None = Field(
+        None, min_length=1, description="Where stored responses live (an SQLite file in this "
+        "folder); ':memory:' keeps them in memory only. Unset: $XDG_DATA_HOME/labs-api or "
+        "~/.local/share/labs-api")
+    responses_ttl: float = Field(
+        30 * 24 * 3600.0, gt=0, description="Seconds a stored response is kept (OpenAI: 30 "
+        "days)")
+    responses_max_stored: int = Field(
+        10_000, ge=1, description="Most stored responses; past it the oldest go first")
+    # --- end of Responses API block ---
+
     # --- Ray Serve (`labs-api serve --ray`; see README "Scaling out") ---
     ray_proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
         "EveryNode", description="Where Ray Serve runs its HTTP proxy on LABS_HOST:LABS_PORT: "
