@@ -48,7 +48,12 @@ class Settings(BaseSettings):
     load_in_4bit: bool = Field(False, description="bitsandbytes 4-bit quantisation (CUDA only)")
 
     # llama.cpp engine
-    n_ctx: int = Field(2048, ge=64, description="Context (tokens) of each llama.cpp slot")
+    n_ctx: int = Field(2048, ge=64, description="KV cache tokens per llama.cpp slot (the "
+                       "cache holds n_ctx x parallel tokens, shared by all slots when "
+                       "kv_unified)")
+    kv_unified: bool = Field(
+        True, description="One llama.cpp KV cache shared by all slots: a request may use up "
+        "to the model's trained context while the cache has room (false: n_ctx each)")
     n_threads: int = Field(0, ge=0, description="llama.cpp threads (0: one per core)")
     parallel: int = Field(8, ge=1, le=256, description="Chat requests decoded together (slots)")
     max_queue: int = Field(64, ge=0, description="Chat requests that may wait for a slot")

@@ -11,7 +11,7 @@ from labs_api.app import create_app
 from labs_api.engines.chat.base import GenerationChunk
 from labs_api.settings import Settings
 from tests.fakes import FakeChatEngine, registry_with
-from tests.openai_schema import assert_matches_openai
+from tests.openai_schema import _components, assert_matches_openai
 
 MODEL = "fake-chat"
 CALL = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
@@ -73,8 +73,19 @@ def stream(client: TestClient, **body) -> list[dict]:
     assert "[DONE]" not in raw
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     for event in events:
-        assert_matches_openai(event, "ResponseStreamEvent")
+        assert_matches_event(event)
     return events
+
+
+def assert_matches_event(event: dict) -> None:
+    """Against the schema of its own type (readable errors), then ``ResponseStreamEvent``."""
+    schemas = _components()["schemas"]
+    by_type = {}
+    for ref in schemas["ResponseStreamEvent"]["anyOf"]:
+        name = ref["$ref"].rsplit("/", 1)[-1]
+        by_type[schemas[name]["properties"]["type"]["enum"][0]] = name
+    assert_matches_openai(event, by_type[event["type"]])
+    assert_matches_openai(event, "ResponseStreamEvent")
 
 
 def test_plain_response_validates_and_carries_text_and_usage(client):

@@ -6,7 +6,9 @@ import secrets
 import time
 from typing import Any
 
-from labs_api.api.responses.protocol import CreateResponseRequest
+from labs_api.api.responses.protocol import CreateResponseRequest, FunctionTool, HostedTool
+
+OMITTED_WHEN_UNSET = ("user", "prompt_cache_key", "safety_identifier", "usage")
 
 
 def new_id(prefix: str) -> str:
@@ -73,7 +75,7 @@ class ResponseObject:
         r = self.request
         fmt = r.text.format if r.text and r.text.format else None
         reasoning = r.reasoning
-        return {
+        body = {
             "id": self.id,
             "object": "response",
             "created_at": self.created_at,
@@ -99,7 +101,7 @@ class ResponseObject:
             "text": {"format": (fmt.model_dump(by_alias=True, exclude_none=True) if fmt
                                 else {"type": "text"}), "verbosity": "medium"},
             "tool_choice": _tool_choice(r),
-            "tools": [t.model_dump(exclude_none=True) for t in r.tools or []],
+            "tools": [_tool(t) for t in r.tools or []],
             "top_logprobs": 0,
             "top_p": r.top_p,
             "truncation": "disabled",
@@ -109,6 +111,17 @@ class ResponseObject:
             "prompt_cache_key": r.prompt_cache_key,
             "safety_identifier": r.safety_identifier,
         }
+        for optional in OMITTED_WHEN_UNSET:  # strings in OpenAI's schema, never null
+            if body[optional] is None:
+                del body[optional]
+        return body
+
+
+def _tool(tool: FunctionTool | HostedTool) -> dict[str, Any]:
+    if isinstance(tool, FunctionTool):
+        return {"type": "function", "name": tool.name, "description": tool.description,
+                "parameters": tool.parameters, "strict": tool.strict}
+    return tool.model_dump(exclude_none=True)
 
 
 def _tool_choice(request: CreateResponseRequest) -> Any:

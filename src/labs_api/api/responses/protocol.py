@@ -66,12 +66,22 @@ ContentPart = Annotated[
 ]
 
 
+def _text_or_list(value: Any) -> str:
+    return "text" if isinstance(value, str) else "list"
+
+
+def text_or(items: Any) -> Any:
+    """A string or a list of ``items``; a refusal names only the branch the value took."""
+    return Annotated[Annotated[str, Tag("text")] | Annotated[list[items], Tag("list")],
+                     Discriminator(_text_or_list)]
+
+
 class MessageItem(RequestModel):
     """A message: OpenAI's EasyInputMessage (``type`` optional) and InputMessage."""
 
     type: Literal["message"] = "message"
     role: Literal["user", "system", "developer", "assistant"]
-    content: str | list[ContentPart]
+    content: text_or(ContentPart)  # type: ignore[valid-type]
     id: str | None = None
     status: Literal["in_progress", "completed", "incomplete"] | None = None
     phase: Literal["commentary", "final_answer"] | None = None
@@ -218,7 +228,7 @@ class CreateResponseRequest(RequestModel):
         {"model": "SmolLM2-135M-Instruct", "input": "Say hello.", "max_output_tokens": 50}]})
 
     model: str = Field(min_length=1)
-    input: str | list[InputItem] = Field(
+    input: text_or(InputItem) = Field(  # type: ignore[valid-type]
         description="A text (a user message), or message / function_call / "
         "function_call_output items")
     instructions: str | None = Field(None, description="A system message put first")
@@ -238,11 +248,11 @@ class CreateResponseRequest(RequestModel):
     previous_response_id: str | None = Field(None, min_length=1, max_length=128)
     metadata: dict[str, str] | None = None
     user: str | None = None
-    truncation: Literal["disabled"] | None = Field(
+    truncation: Literal["disabled", "auto"] | None = Field(
         None, description="Only disabled: a prompt that does not fit is a 400")
     include: list[str] | None = Field(None, max_length=16)
     reasoning: ReasoningParam | None = None
-    background: Literal[False] | None = Field(None, description="Only false")
+    background: bool | None = Field(None, description="Only false")
     top_logprobs: Literal[0] | None = None
     service_tier: Literal["auto", "default"] | None = None
     # Hints about OpenAI's own caching, accounting and clients: nothing to do here.
@@ -266,6 +276,22 @@ class CreateResponseRequest(RequestModel):
                 raise ValueError(f"keys are at most {MAX_METADATA_KEY} characters")
             if len(item) > MAX_METADATA_VALUE:
                 raise ValueError(f"values are at most {MAX_METADATA_VALUE} characters")
+        return value
+
+    @field_validator("background")
+    @classmethod
+    def _check_background(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("background responses are not supported; send the request "
+                             "without it (and stream: true to see progress)")
+        return value
+
+    @field_validator("truncation")
+    @classmethod
+    def _check_truncation(cls, value: str | None) -> str | None:
+        if value == "auto":
+            raise ValueError("only 'disabled' is supported: a conversation that does not fit "
+                             "the context is a 400 context_length_exceeded")
         return value
 
     @field_validator("include")
