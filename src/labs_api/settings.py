@@ -243,6 +243,9 @@ class Settings(BaseSettings):
     responses_ttl: float = Field(
         30 * 24 * 3600.0, gt=0, description="Seconds a stored response is kept (OpenAI: 30 "
         "days)")
+    responses_max_output_tokens: int = Field(
+        1024, ge=1, description="max_output_tokens of a response that sets none (agents "
+        "such as Codex treat a reply cut short as an error, so more than chat's default)")
     responses_max_stored: int = Field(
         10_000, ge=1, description="Most stored responses; past it the oldest go first")
     # --- end of Responses API block ---

@@ -24,6 +24,8 @@ HOSTED_TOOL_TYPES = (
     "web_search", "web_search_preview", "web_search_2025_08_26",
     "web_search_preview_2025_03_11", "file_search", "code_interpreter", "image_generation",
     "computer_use_preview", "computer", "mcp", "local_shell", "shell", "tool_search",
+    # Not hosted, but grouped client functions (Codex's sub-agents): not offered either.
+    "namespace",
 )
 #: ``include`` values that concern only hosted tools, images or reasoning: nothing to include.
 IGNORED_INCLUDES = (
@@ -173,8 +175,8 @@ Tool = Annotated[
     Annotated[FunctionTool, Tag("function")] | Annotated[HostedTool, Tag("hosted")],
     Discriminator(_tool_tag, custom_error_type="unsupported_tool",
                   custom_error_message="function tools are supported, and OpenAI's hosted "
-                  "tools are accepted without being run; custom, namespace and apply_patch "
-                  "tools are not"),
+                  "tools (and namespace groups) are accepted without being offered; custom "
+                  "and apply_patch tools are not"),
 ]
 
 

@@ -108,7 +108,8 @@ class ResponsesService:
             earlier = _ITEMS.validate_python(history)
         except ValidationError:
             earlier = []  # an older version's rows; the new input still stands
-        chat = chat_request(request, [*earlier, *request.input_items()])
+        chat = chat_request(request, [*earlier, *request.input_items()],
+                            self.settings.responses_max_output_tokens)
         return Prepared(request, chat, items, history, owner)
 
     def _check_size(self, history: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:

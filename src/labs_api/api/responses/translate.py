@@ -47,7 +47,8 @@ def chat_messages(instructions: str | None, items: list[Item]) -> list[dict[str,
     return messages
 
 
-def chat_request(request: CreateResponseRequest, items: list[Item]) -> ChatCompletionRequest:
+def chat_request(request: CreateResponseRequest, items: list[Item],
+                 default_max_tokens: int) -> ChatCompletionRequest:
     """The chat request that generates this response's output."""
     messages = chat_messages(request.instructions, items)
     if not any(m.get("content") or m.get("tool_calls") for m in messages):
@@ -55,7 +56,7 @@ def chat_request(request: CreateResponseRequest, items: list[Item]) -> ChatCompl
     body: dict[str, Any] = {
         "model": request.model,
         "messages": messages,
-        "max_tokens": request.max_output_tokens,
+        "max_tokens": request.max_output_tokens or default_max_tokens,
         "temperature": request.temperature,
         "top_p": request.top_p,
         "user": request.user,
