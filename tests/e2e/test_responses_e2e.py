@@ -252,3 +252,35 @@ def test_store_survives_a_restart(tmp_path):
         follow = again.responses.create(model=model, input="Who?", max_output_tokens=5,
                                         previous_response_id=kept.id)
         assert follow.usage.input_tokens > kept.usage.input_tokens
+
+
+def slots_active(url: str) -> float | None:
+    """From /metrics (the engine worker reports its queue about once a second)."""
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("labs_chat_slots_active{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def wait_for_slots(url: str, count: int) -> bool:
+    deadline = time.monotonic() + 15
+    while slots_active(url) != count:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_a_client_that_leaves_a_stream_stops_its_generation(url, model):
+    body = {"model": model, "input": "Tell me a very long story.", "stream": True,
+            "max_output_tokens": 900, "temperature": 0}
+    with httpx.stream("POST", f"{url}/v1/responses", json=body, timeout=60,
+                      headers={"Authorization": f"Bearer {KEY}"}) as stream:
+        lines = stream.iter_lines()
+        created = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+        assert created["type"] == "response.created"
+        assert wait_for_slots(url, 1)  # 900 tokens: still decoding
+    assert wait_for_slots(url, 0), "the generation went on after the client left"
+    missing = httpx.get(f"{url}/v1/responses/{created['response']['id']}",
+                        headers={"Authorization": f"Bearer {KEY}"})
+    assert missing.status_code == 404  # never finished, so never stored
