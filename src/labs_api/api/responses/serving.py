@@ -87,8 +87,10 @@ class ResponsesService:
         return {"id": response_id, "object": "response", "deleted": True}
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
+        """At shutdown; a later request (an app served again) opens the store anew."""
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
 
     # -- generating ------------------------------------------------------------------------
 
