@@ -321,3 +321,18 @@ def test_store_survives_a_restart_and_holds_no_key(tmp_path, engine):
         got = client.get(f"/v1/responses/{made['id']}",
                          headers={"Authorization": "Bearer secret-key-1"})
         assert got.status_code == 200 and got.json() == made
+
+
+def test_a_chain_of_responses_is_bounded_like_one_request(engine):
+    with make_client(engine, max_messages=6, max_prompt_chars=400) as client:
+        first = create(client, input=[{"role": "user", "content": f"turn {i} " * 6}
+                                      for i in range(3)])  # 126 characters
+        refused = create(client, 400, previous_response_id=first["id"], input=[
+            {"role": "user", "content": "more"}] * 3)  # 3 + 1 answer + 3 > 6
+        assert refused["error"]["code"] == "limit_exceeded"
+        assert refused["error"]["param"] == "input"
+        long_output = [{"type": "input_text", "text": "y" * 170}] * 2  # alone: fits
+        refused = create(client, 400, previous_response_id=first["id"], input=[
+            {"type": "function_call_output", "call_id": "c1", "output": long_output}])
+        assert "with the previous responses" in refused["error"]["message"]
+        create(client, previous_response_id=first["id"], input="fine")

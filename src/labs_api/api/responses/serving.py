@@ -191,12 +191,17 @@ def stored_item(item: Item) -> dict[str, Any]:
 
 
 def _item_chars(item: dict[str, Any]) -> int:
+    """Characters of text the model is given for a stored item."""
     total = 0
-    for key in ("arguments", "output", "name"):
+    for key in ("arguments", "name"):
         value = item.get(key)
         if isinstance(value, str):
             total += len(value)
-    for part in item.get("content") or []:
-        if isinstance(part, dict):
-            total += len(part.get("text") or part.get("refusal") or "")
+    for key in ("content", "output"):
+        value = item.get(key)
+        if isinstance(value, str):
+            total += len(value)
+        elif isinstance(value, list):
+            total += sum(len(part.get("text") or part.get("refusal") or "")
+                         for part in value if isinstance(part, dict))
     return total
