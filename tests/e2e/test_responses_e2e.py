@@ -195,8 +195,13 @@ def test_an_agent_sized_prompt_fits_and_a_huge_one_is_context_length_exceeded(cl
 
 
 def test_hostile_inputs_are_4xx(url, model):
+    nested: object = "x"
+    for _ in range(900):
+        nested = [nested]
     cases = [
         {"input": [{"role": "user", "content": "x"}] * 5000},
+        {"input": [{"role": "user", "content": nested}]},
+        {"input": [{"type": "message", "role": "tool", "content": "x"}]},
         {"input": [{"role": "user", "content": [{"type": "input_image",
                                                  "image_url": "http://e/x.png"}]}]},
         {"input": [{"type": "bogus"}]},

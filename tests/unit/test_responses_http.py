@@ -277,6 +277,12 @@ def test_huge_input_arrays_and_text_are_refused_cheaply(client):
     parts = create(client, 400, input=[{"role": "user", "content": [
         {"type": "input_text", "text": "x"}] * 5000}])
     assert parts["error"]["code"] == "limit_exceeded"
+    nested: object = "x"
+    for _ in range(900):
+        nested = [nested]
+    deep_content = client.post("/v1/responses", json={"model": MODEL, "input": [
+        {"role": "user", "content": nested}]})
+    assert deep_content.status_code == 422 and deep_content.json()["error"]["param"]
     deep = {"type": "object", "properties": {"a": {}}}
     node = deep["properties"]["a"]
     for _ in range(40):
