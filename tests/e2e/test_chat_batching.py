@@ -70,7 +70,10 @@ def test_each_of_8_concurrent_greedy_requests_equals_its_solo_run(separate_strea
         assert batched.finish_reason == solo.finish_reason
 
 
-def test_a_mix_of_sampling_parameters_in_one_batch_keeps_each_requests_own(engine):
+def test_a_mix_of_sampling_parameters_in_one_batch_keeps_each_requests_own(
+        separate_streams_engine):
+    engine = separate_streams_engine  # the greedy one is compared with its solo run
+
     async def scenario():
         greedy = engine.generate(ask(PROMPTS[0]), GREEDY)
         short = engine.generate(ask(PROMPTS[1]), SamplingParams(max_tokens=3, temperature=0.9,
