@@ -18,6 +18,7 @@ from labs_api.api.chat.tools import ToolSpec, parse_call
 from labs_api.api.choices import OpenedChoices, collect
 from labs_api.api.limits import LimitExceededError
 from labs_api.api.responses import objects
+from labs_api.api.responses.events import response_events
 from labs_api.api.responses.protocol import CreateResponseRequest, InputItem
 from labs_api.api.responses.store import ResponseStore, StoredResponse
 from labs_api.api.responses.translate import Item, chat_request
@@ -167,8 +168,6 @@ class ResponsesService:
 
     def open_events(self, prepared: Prepared, opened: OpenedChoices,
                     ) -> AsyncIterator[dict[str, Any]]:
-        from labs_api.api.responses.events import response_events
-
         return response_events(self, prepared, opened)
 
 
