@@ -80,7 +80,11 @@ def test_codex_exec_finishes_without_a_stream_error(codex, tmp_path):
     work.mkdir()
     instructions = tmp_path / "instructions.md"
     instructions.write_text("You are a coding assistant. Answer briefly.\n")
-    for url in chat_only_server(str(tmp_path / "data"), tmp_path / "server.log"):
+    # Codex sends no temperature: the server's default decides, and greedy is repeatable
+    # (sampled, the 135M model sometimes rambles to max_output_tokens, which Codex reports
+    # as an error).
+    for url in chat_only_server(str(tmp_path / "data"), tmp_path / "server.log",
+                                LABS_TEMPERATURE="0"):
         (home / "config.toml").write_text(CONFIG.format(
             model="SmolLM2-135M-Instruct", instructions=instructions, base_url=url))
         env = {**os.environ, "CODEX_HOME": str(home), "LABS_CODEX_TEST_KEY": KEY}

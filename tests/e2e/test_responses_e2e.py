@@ -37,11 +37,11 @@ def wait_for_health(url: str) -> None:
     raise TimeoutError("server did not start")
 
 
-def chat_only_server(data_dir: str, log_path) -> Iterator[str]:
+def chat_only_server(data_dir: str, log_path, **extra: str) -> Iterator[str]:
     """The real server, with stored responses in ``data_dir``; only the chat model is loaded
     (on first use), to spare the shared machine the other three."""
     env = {"LABS_DATA_DIR": data_dir, "LABS_API_KEY": f"{KEY},{OTHER_KEY}",
-           "LABS_PRELOAD_ON_START": "false"}
+           "LABS_PRELOAD_ON_START": "false", **extra}
     with running_server(env=env, log_path=log_path, wait_ready=False) as url:
         wait_for_health(url)
         yield url
