@@ -248,6 +248,9 @@ class Settings(BaseSettings):
         "such as Codex treat a reply cut short as an error, so more than chat's default)")
     responses_max_stored: int = Field(
         10_000, ge=1, description="Most stored responses; past it the oldest go first")
+    responses_max_bytes: int = Field(
+        1 << 30, ge=1 << 20, description="Most characters of JSON all stored responses hold "
+        "together (1 GiB); past it the oldest go first")
     # --- end of Responses API block ---
 
     # --- Ray Serve (`labs-api serve --ray`; see README "Scaling out") ---

@@ -28,6 +28,14 @@ def test_count_bound_drops_the_oldest_first():
         [False, False, True, True, True]
 
 
+def test_size_bound_drops_the_oldest_first():
+    store = ResponseStore(":memory:", ttl_s=10_000, max_count=100, max_bytes=3000)
+    for i in range(5):
+        store.put("", record(f"r{i}", "x" * 400), now=1000 + i)  # ~900 characters each
+    kept = [store.get("", f"r{i}", now=1010) is not None for i in range(5)]
+    assert kept == [False, False, True, True, True]
+
+
 def test_owners_see_only_their_own():
     store = ResponseStore(":memory:", ttl_s=100, max_count=10)
     store.put("owner-a", record("x"), now=1)

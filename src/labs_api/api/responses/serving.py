@@ -71,7 +71,7 @@ class ResponsesService:
                 location = self.settings.data_dir or str(default_data_dir())
                 self._store = await asyncio.to_thread(
                     ResponseStore, location, self.settings.responses_ttl,
-                    self.settings.responses_max_stored)
+                    self.settings.responses_max_stored, self.settings.responses_max_bytes)
             return self._store
 
     async def retrieve(self, owner: str, response_id: str) -> StoredResponse:

@@ -2,9 +2,10 @@
 
 Each row holds a response object, the input items it was given, and the whole conversation up
 to and including its output (what ``previous_response_id`` continues from). Rows are bounded by
-age (``ttl_s``) and count (the oldest go first), and belong to an owner: the SHA-256 of the API
-key that created them (empty without keys), never the key itself. Every call is blocking; the
-service runs them on a worker thread (``asyncio.to_thread``), one at a time behind a lock.
+age (``ttl_s``), count and total size (the oldest go first), and belong to an owner: the
+SHA-256 of the API key that created them (empty without keys), never the key itself. Every
+call is blocking; the service runs them on a worker thread (``asyncio.to_thread``), one at a
+time behind a lock.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ CREATE TABLE IF NOT EXISTS responses (
     expires_at REAL NOT NULL,
     response TEXT NOT NULL,
     input_items TEXT NOT NULL,
-    conversation TEXT NOT NULL
+    conversation TEXT NOT NULL,
+    size INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS responses_created ON responses (created_at);
 CREATE INDEX IF NOT EXISTS responses_expires ON responses (expires_at);
@@ -44,9 +46,11 @@ class StoredResponse:
 class ResponseStore:
     """``location``: a directory (the file ``responses.sqlite3`` in it) or ``:memory:``."""
 
-    def __init__(self, location: str, ttl_s: float, max_count: int) -> None:
+    def __init__(self, location: str, ttl_s: float, max_count: int,
+                 max_bytes: int = 1 << 30) -> None:
         self.ttl_s = ttl_s
         self.max_count = max_count
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         if location == ":memory:":
             path = ":memory:"
@@ -61,17 +65,23 @@ class ResponseStore:
 
     def put(self, owner: str, record: StoredResponse, now: float | None = None) -> None:
         now = time.time() if now is None else now
+        columns = [_dump(record.response), _dump(record.input_items),
+                   _dump(record.conversation)]
+        size = sum(len(c) for c in columns)
         with self._lock:
             self._db.execute("BEGIN")
             try:
                 self._db.execute(
-                    "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (record.id, owner, now, now + self.ttl_s, _dump(record.response),
-                     _dump(record.input_items), _dump(record.conversation)))
+                    "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (record.id, owner, now, now + self.ttl_s, *columns, size))
                 self._db.execute("DELETE FROM responses WHERE expires_at <= ?", (now,))
                 self._db.execute(
                     "DELETE FROM responses WHERE id IN (SELECT id FROM responses ORDER BY "
                     "created_at DESC, rowid DESC LIMIT -1 OFFSET ?)", (self.max_count,))
+                self._db.execute(  # the newest first, until their sizes add up past the bound
+                    "DELETE FROM responses WHERE id IN (SELECT id FROM (SELECT id, SUM(size) "
+                    "OVER (ORDER BY created_at DESC, rowid DESC) AS newer FROM responses) "
+                    "WHERE newer > ?)", (self.max_bytes,))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
