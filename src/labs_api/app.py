@@ -23,6 +23,8 @@ from labs_api.api.limits import RequestLimits
 from labs_api.api.models import router as models_router
 from labs_api.api.rerank.router import router as rerank_router
 from labs_api.api.rerank.serving import RerankService
+from labs_api.api.responses.router import router as responses_router
+from labs_api.api.responses.serving import ResponsesService
 from labs_api.api.speech.router import router as speech_router
 from labs_api.api.speech.serving import SpeechService
 from labs_api.api.speech.voices import router as voices_router
@@ -58,6 +60,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             if loading is not None and not loading.done():
                 loading.cancel()
             await registry.aclose()
+            app.state.responses_service.close()
 
     app = FastAPI(
         title="AI Labs API",
@@ -73,6 +76,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.limits = RequestLimits.from_settings(settings)
     app.state.chat_service = ChatService(registry, settings)
     app.state.completion_service = CompletionService(registry, settings)
+    app.state.responses_service = ResponsesService(app.state.chat_service, settings)
+    app.state.responses_keys_on = bool(settings.api_keys())
     app.state.embedding_service = EmbeddingService(registry)
     app.state.speech_service = SpeechService(registry, settings)
     app.state.transcription_service = TranscriptionService(registry, settings)
@@ -83,6 +88,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.include_router(models_router)
     app.include_router(chat_router)
     app.include_router(completions_router)
+    app.include_router(responses_router)
     app.include_router(embeddings_router)
     app.include_router(speech_router)
     app.include_router(voices_router)

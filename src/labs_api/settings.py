@@ -58,7 +58,12 @@ class Settings(BaseSettings):
     load_in_4bit: bool = Field(False, description="bitsandbytes 4-bit quantisation (CUDA only)")
 
     # llama.cpp engine
-    n_ctx: int = Field(2048, ge=64, description="Context (tokens) of each llama.cpp slot")
+    n_ctx: int = Field(2048, ge=64, description="KV cache tokens per llama.cpp slot (the "
+                       "cache holds n_ctx x parallel tokens, shared by all slots when "
+                       "kv_unified)")
+    kv_unified: bool = Field(
+        True, description="One llama.cpp KV cache shared by all slots: a request may use up "
+        "to the model's trained context while the cache has room (false: n_ctx each)")
     n_threads: int = Field(0, ge=0, description="llama.cpp threads (0: one per core)")
     parallel: int = Field(8, ge=1, le=256, description="Chat requests decoded together (slots)")
     max_queue: int = Field(64, ge=0, description="Chat requests that may wait for a slot")
@@ -266,6 +271,23 @@ class Settings(BaseSettings):
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
     # --- end of many models block ---
+    # --- Responses API (see README "Responses") ---
+    data_dir: str | None = Field(
+        None, min_length=1, description="Where stored responses live (an SQLite file in this "
+        "folder); ':memory:' keeps them in memory only. Unset: $XDG_DATA_HOME/labs-api or "
+        "~/.local/share/labs-api")
+    responses_ttl: float = Field(
+        30 * 24 * 3600.0, gt=0, description="Seconds a stored response is kept (OpenAI: 30 "
+        "days)")
+    responses_max_output_tokens: int = Field(
+        1024, ge=1, description="max_output_tokens of a response that sets none (agents "
+        "such as Codex treat a reply cut short as an error, so more than chat's default)")
+    responses_max_stored: int = Field(
+        10_000, ge=1, description="Most stored responses; past it the oldest go first")
+    responses_max_bytes: int = Field(
+        1 << 30, ge=1 << 20, description="Most characters of JSON all stored responses hold "
+        "together (1 GiB); past it the oldest go first")
+    # --- end of Responses API block ---
 
     # --- Ray Serve (`labs-api serve --ray`; see README "Scaling out") ---
     ray_proxy_location: Literal["EveryNode", "HeadOnly"] = Field(

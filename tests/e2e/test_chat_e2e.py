@@ -98,7 +98,7 @@ def test_prompt_beyond_the_context_is_400(openai_client, chat_model_id):
 
     with pytest.raises(openai.BadRequestError) as raised:
         openai_client.chat.completions.create(
-            model=chat_model_id, messages=[{"role": "user", "content": "word " * 5000}])
+            model=chat_model_id, messages=[{"role": "user", "content": "word " * 9000}])  # > 8192
     assert "context" in str(raised.value)
 
 

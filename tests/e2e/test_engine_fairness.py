@@ -120,7 +120,20 @@ def test_closing_a_group_frees_every_slot_within_a_decode_step(engine):
     assert freed and seconds < 0.5  # a decode step of 4 sequences takes ~40 ms
 
 
-def test_the_choices_of_a_group_each_finish_and_repeat_their_solo_answers(engine):
+@pytest.fixture(scope="module")
+def separate_streams_engine():
+    """KV streams per slot (LABS_KV_UNIFIED=false): batching cannot change a greedy answer's
+    numbers there (with the shared cache, the cells' layout changes their rounding)."""
+    engine = LlamaCppChatEngine("smol", bundled_gguf_path(), LlamaCppOptions(
+        slots=4, max_waiting=2, context_per_slot=1024, queue_timeout_s=1.5, unified_kv=False))
+    yield engine
+    engine.close()
+
+
+def test_the_choices_of_a_group_each_finish_and_repeat_their_solo_answers(
+        separate_streams_engine):
+    engine = separate_streams_engine
+
     async def scenario():
         alone = (await engine.generate(ask("Name a colour."), GREEDY)).text
         stream = await group(engine, "Name a colour.", GREEDY, 3)

@@ -317,7 +317,7 @@ def test_chat_errors_keep_their_status_and_body(base_url):
     assert invalid.status_code == 422
     assert invalid.json()["error"]["param"] == "temperature"
     # Raised by the engine in the chat replica, and reaching the client as in one process:
-    too_long = [{"role": "user", "content": "word " * 2000}]
+    too_long = [{"role": "user", "content": "word " * 5000}]  # > 4 slots x 1024, shared
     for stream in (False, True):
         response = httpx.post(url, json={"model": CHAT, "messages": too_long, "stream": stream},
                               timeout=60)

@@ -48,7 +48,7 @@ EMBEDDING = "sentence-transformers/all-MiniLM-L6-v2"
 SPEECH = "en_US-joe-medium"
 TRANSCRIPTION = "whisper-tiny.en"
 SERVED_MODEL = {
-    "/v1/chat/completions": CHAT, "/v1/completions": CHAT,
+    "/v1/chat/completions": CHAT, "/v1/completions": CHAT, "/v1/responses": CHAT,
     "/v1/embeddings": EMBEDDING, "/v1/similarities": EMBEDDING,
     "/v1/audio/speech": SPEECH, "/v1/tts": SPEECH,
     "/v1/audio/transcriptions": TRANSCRIPTION, "/v1/audio/translations": TRANSCRIPTION,
@@ -96,7 +96,7 @@ def fake_registry() -> KeptRegistry:
 # Schemas are loaded at import: schemathesis' fixture-based (lazy) schemas do not work with
 # pytest 9 (they set a private attribute of the test item that pytest 9 no longer has).
 REGISTRY = fake_registry()
-FAKE_APP = create_app(Settings(preload_on_start=False), REGISTRY)
+FAKE_APP = create_app(Settings(preload_on_start=False, data_dir=":memory:"), REGISTRY)
 fake = schemathesis.openapi.from_asgi("/openapi.json", FAKE_APP)
 # The real server serves the same routes; its requests go to the base URL given at call time.
 real = schemathesis.openapi.from_dict(FAKE_APP.openapi())
@@ -142,7 +142,7 @@ def cheap(body: Any, path: str) -> Any:
     if not isinstance(body, dict):
         return body
     body = dict(body)
-    for field in ("max_tokens", "max_completion_tokens"):
+    for field in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         value = body.get(field)
         # An integral float (1e9) is an integer to the server too: 1988 tokens take a minute.
         if isinstance(value, int | float) and not isinstance(value, bool) \
@@ -168,7 +168,9 @@ def cheap(body: Any, path: str) -> Any:
 @pytest.fixture(scope="module")
 def real_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("fuzz") / "server.log"
-    env = {"LABS_MAX_NEW_TOKENS": str(MAX_REAL_TOKENS), "LABS_LOG_LEVEL": "warning"}
+    env = {"LABS_MAX_NEW_TOKENS": str(MAX_REAL_TOKENS), "LABS_LOG_LEVEL": "warning",
+           "LABS_RESPONSES_MAX_OUTPUT_TOKENS": str(MAX_REAL_TOKENS),
+           "LABS_DATA_DIR": str(tmp_path_factory.mktemp("fuzz-data"))}
     with running_server(env, log_path=log) as url:
         yield url
 

@@ -27,7 +27,7 @@ from tests.unit.test_embeddings_batcher import FakeEmbeddingEngine
 from tests.unit.test_speech_http import FakeSpeechEngine
 
 CHAT, EMBED, VOICE = "fake-chat", "fake-embed", "fake-voice"
-EXAMPLES = 350  # per endpoint; six endpoints
+EXAMPLES = 350  # per endpoint; seven endpoints
 SENT: dict[str, int] = {}
 
 # -- leaves ---------------------------------------------------------------------------------
@@ -108,6 +108,43 @@ BODIES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
 }
 
 
+response_item = st.one_of(
+    st.fixed_dictionaries(
+        {"role": field(st.sampled_from(["system", "developer", "user", "assistant"])),
+         "content": field(st.one_of(words, st.lists(st.fixed_dictionaries(
+             {"type": field(st.sampled_from(["input_text", "output_text", "input_image"])),
+              "text": field(words)}), max_size=2)))},
+        optional={"type": field(st.just("message"))}),
+    st.fixed_dictionaries({"type": st.just("function_call"), "call_id": field(words),
+                           "name": field(words), "arguments": field(words)}),
+    st.fixed_dictionaries({"type": st.just("function_call_output"), "call_id": field(words),
+                           "output": field(words)}))
+BODIES["/v1/responses"] = st.fixed_dictionaries(
+    {"model": field(st.just(CHAT)),
+     "input": field(st.one_of(words, st.lists(response_item, min_size=1, max_size=3)))},
+    optional={"max_output_tokens": field(st.integers(1, 50)),
+              "temperature": field(st.floats(0, 2)), "top_p": field(st.floats(0.01, 1)),
+              "stream": field(st.booleans()), "store": field(st.booleans()),
+              "instructions": field(words), "user": field(words),
+              "previous_response_id": field(words),
+              "metadata": field(st.dictionaries(words, words, max_size=3)),
+              "tools": field(st.lists(st.one_of(
+                  st.fixed_dictionaries({"type": st.just("function"),
+                                         "name": field(st.sampled_from(["get_weather", "f"]))},
+                                        optional={"parameters": field(schema)}),
+                  st.fixed_dictionaries({"type": st.just("web_search")})), max_size=2)),
+              "tool_choice": field(st.sampled_from(["none", "auto", "required"])),
+              "include": field(st.lists(st.sampled_from(
+                  ["reasoning.encrypted_content", "message.output_text.logprobs"]),
+                  max_size=2)),
+              "reasoning": field(st.fixed_dictionaries({}, optional={
+                  "effort": field(st.sampled_from(["low", "high"]))})),
+              "text": field(st.fixed_dictionaries({"format": st.one_of(
+                  st.fixed_dictionaries({"type": st.sampled_from(["text", "json_object"])}),
+                  st.fixed_dictionaries({"type": st.just("json_schema"), "name": words,
+                                         "schema": schema}))}))})
+
+
 @st.composite
 def raw_body(draw: st.DrawFn, path: str) -> bytes:
     """The body as JSON text with NaN/Infinity literals and \\u escapes for surrogates, so the
@@ -138,7 +175,7 @@ def registry() -> tuple[ModelRegistry, EmbeddingBatcher]:
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
     models, batcher = registry()
-    with TestClient(create_app(Settings(preload_on_start=False), models),
+    with TestClient(create_app(Settings(preload_on_start=False, data_dir=":memory:"), models),
                     raise_server_exceptions=False) as client:
         yield client
     batcher.close()
@@ -153,6 +190,11 @@ def check(client: TestClient, path: str, body: bytes) -> None:
         assert error["message"] and error["type"] == "invalid_request_error", response.text
         if response.status_code == 422:
             assert isinstance(response.json()["detail"], list)
+    elif path == "/v1/responses" and response.headers["content-type"].startswith(
+            "text/event-stream"):  # typed events, ending with the whole response; no [DONE]
+        assert "event: response.completed\n" in response.text or \
+            "event: response.incomplete\n" in response.text, response.text[-300:]
+        assert "event: error\n" not in response.text, response.text[-500:]
     elif response.headers["content-type"].startswith("text/event-stream"):
         assert response.text.endswith("data: [DONE]\n\n"), response.text[-300:]
         assert '"error"' not in response.text, response.text[-500:]

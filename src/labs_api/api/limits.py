@@ -266,6 +266,50 @@ def check_schemas(schemas: list[tuple[str, Any]], limits: RequestLimits) -> None
                     "LABS_MAX_SCHEMA_BYTES")
 
 
+def check_responses(body: Any, limits: RequestLimits) -> None:
+    """``POST /v1/responses``: input items and their parts count as chat messages, their text
+    (with the instructions and tools) as prompt characters; the tools' and ``text.format``'s
+    schemas as chat's."""
+    if not isinstance(body, dict):
+        return
+    items = body.get("input")
+    chars = _chars(body.get("instructions"))
+    if isinstance(items, list):
+        if len(items) > limits.max_messages:
+            _refuse("input", f"{len(items)} input items", limits.max_messages,
+                    "LABS_MAX_MESSAGES")
+        parts = 0
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            for key in ("content", "output"):
+                if isinstance(item.get(key), list):
+                    parts += len(item[key])
+            if parts > limits.max_messages:
+                _refuse("input", f"{parts} content parts", limits.max_messages,
+                        "LABS_MAX_MESSAGES")
+        chars += _chars(items)
+    else:
+        chars += _chars(items)
+    tools = body.get("tools")
+    schemas: list[tuple[str, Any]] = []
+    if isinstance(tools, list):
+        if len(tools) > limits.max_tools:
+            _refuse("tools", f"{len(tools)} tools", limits.max_tools, "LABS_MAX_TOOLS")
+        for index, tool in enumerate(tools):
+            if isinstance(tool, dict) and tool.get("type") == "function":
+                schemas.append((f"tools.{index}.parameters", tool.get("parameters")))
+        chars += _chars(tools)
+    if chars > limits.max_prompt_chars:
+        _refuse("input", f"{chars} characters of text (input, instructions and tools)",
+                limits.max_prompt_chars, "LABS_MAX_PROMPT_CHARS")
+    text = body.get("text")
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if isinstance(fmt, dict):
+        schemas.append(("text.format.schema", fmt.get("schema")))
+    check_schemas(schemas, limits)
+
+
 #: The checks of each endpoint with a JSON body, by route path.
 CHECKS = {
     "/v1/chat/completions": check_chat,
@@ -279,4 +323,5 @@ CHECKS = {
     "/rerank": check_rerank,
     "/v1/messages": check_messages,
     "/v1/messages/count_tokens": check_messages,
+    "/v1/responses": check_responses,
 }

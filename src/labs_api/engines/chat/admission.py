@@ -187,19 +187,27 @@ class AdmissionQueue:
     def waiting_count(self) -> int:
         return sum(1 for r in self._waiting if not r.cancelled)
 
-    def take(self, count: int) -> list[GenerationRequest]:
+    def take(self, count: int,
+             fits: Callable[[GenerationRequest], bool] | None = None,
+             ) -> list[GenerationRequest]:
         """Up to ``count`` live generations, oldest first; expired ones get their 503 here
-        (which fails their whole group). Call with ``wakeup`` held, from the engine's thread."""
+        (which fails their whole group). Call with ``wakeup`` held, from the engine's thread.
+        ``fits`` (optional) says whether the engine has room for one more (it may count what
+        it was offered); the first that does not fit stops the taking, so a large request is
+        not passed over for ever by small ones."""
         now = time.monotonic()
         taken: list[GenerationRequest] = []
         kept: collections.deque[GenerationRequest] = collections.deque()
+        blocked = False
         for request in self._waiting:
             if request.cancelled:
                 continue
-            if len(taken) < count:
+            if len(taken) < count and not blocked and (fits is None or fits(request)):
                 request.taken = True
                 taken.append(request)
-            elif now - request.enqueued_at > self.policy.timeout_s:
+                continue
+            blocked = True
+            if now - request.enqueued_at > self.policy.timeout_s:
                 request.group.cancel()
                 request.deliver(EngineBusy(
                     f"Server busy: no generation slot became free within "

@@ -36,6 +36,7 @@ class LlamaCppOptions:
     batch_tokens: int = 512
     max_waiting: int = 64
     queue_timeout_s: float = 60.0
+    unified_kv: bool = True  # one KV cache of context_per_slot x slots tokens for all slots
 
 
 class LlamaCppChatEngine(ChatEngine):
@@ -48,7 +49,7 @@ class LlamaCppChatEngine(ChatEngine):
         self.model_id = model_id
         self.model = LlamaCppModel(gguf_path, ContextShape(
             slots=options.slots, context_per_slot=options.context_per_slot,
-            batch_tokens=options.batch_tokens, threads=threads))
+            batch_tokens=options.batch_tokens, threads=threads, unified=options.unified_kv))
         self.context_length = self.model.context_per_slot
         self.vocab_size = self.model.n_vocab
         self.template = ChatTemplate(

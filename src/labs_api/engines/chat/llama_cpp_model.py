@@ -53,9 +53,10 @@ class DecodeError(RuntimeError):
 @dataclass(frozen=True)
 class ContextShape:
     slots: int  # sequences decoded together
-    context_per_slot: int  # tokens each sequence may hold
+    context_per_slot: int  # KV cells per sequence (unified: on average; the total is x slots)
     batch_tokens: int  # most tokens in one decode call
     threads: int
+    unified: bool = True  # one KV cache shared by all sequences, sized in tokens
 
 
 class LlamaCppModel:
@@ -79,9 +80,11 @@ class LlamaCppModel:
         params.n_seq_max = shape.slots
         params.n_threads = shape.threads
         params.n_threads_batch = shape.threads
-        # Separate KV streams per sequence: each sequence's attention sees only its own cells,
-        # always laid out from position 0, so batching does not change a sequence's numbers.
-        params.kv_unified = False
+        # Unified: one pool of KV cells for every sequence, so one request may use far more
+        # than an equal share (an agent's 8k-token prompt) while others stay short; the
+        # scheduler admits a request only when its prompt and reply fit in what is free.
+        # Separate streams: each sequence owns n_ctx / slots cells, laid out from cell 0.
+        params.kv_unified = shape.unified
         params.no_perf = True
         with native_stderr_silenced():
             self.ctx = lib.llama_init_from_model(self.model, params)
@@ -89,7 +92,14 @@ class LlamaCppModel:
             lib.llama_model_free(self.model)
             raise MemoryError("llama.cpp could not create a context (out of memory?)")
         self.memory = lib.llama_get_memory(self.ctx)
-        self.context_per_slot = int(lib.llama_n_ctx_seq(self.ctx))
+        #: KV cells in all (what every sequence's tokens share when unified).
+        self.kv_tokens = int(lib.llama_n_ctx(self.ctx))
+        #: Most tokens one sequence may hold: its share, or (unified) the whole cache, never
+        #: past the context the model was trained for.
+        trained = int(lib.llama_model_n_ctx_train(self.model))
+        per_sequence = int(lib.llama_n_ctx_seq(self.ctx))
+        self.context_per_slot = min(per_sequence, trained) if trained > 0 else per_sequence
+        self.unified = shape.unified
         self.batch_tokens = shape.batch_tokens
         self.batch = lib.llama_batch_init(shape.batch_tokens, 0, 1)
         self.threads = shape.threads

@@ -14,7 +14,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,7 @@ class Slot:
     produced: int = 0
     reused: int = 0  # prompt tokens of the running request found in the cache
     budget: int = 0
+    reserved: int = 0  # KV cells the running request may fill: its prompt and whole budget
     logits_index: int = -1  # where this slot's logits are in the batch just decoded
     last_used: float = 0.0
     logprobs: list[TokenLogprob] = field(default_factory=list)  # not yet sent
@@ -111,8 +112,10 @@ class LlamaCppScheduler:
                 if self._stopping:
                     break
                 free = sum(1 for s in self.slots if s.request is None)
-                for request in self.queue.take(free):
-                    self._start(self._best_slot_for(request.prompt), request)
+                for request in self.queue.take(free, self._fits_in_cache()):
+                    slot = self._best_slot_for(request.prompt)
+                    self._make_room(slot, request)
+                    self._start(slot, request)
                 if free == len(self.slots) and not self.active_count():
                     wakeup.wait(timeout=0.5)
                     continue
@@ -127,6 +130,48 @@ class LlamaCppScheduler:
         for slot in self.slots:
             self._fail(slot, error)
         self.queue.fail_all(error)
+
+    def _fits_in_cache(self) -> Callable[[GenerationRequest], bool] | None:
+        """With a shared cache: whether each request offered, in turn, still fits in what
+        running requests (and those admitted before it in this turn) have not reserved."""
+        if not self.model.unified:
+            return None
+        room = self._unreserved()
+
+        def fits(request: GenerationRequest) -> bool:
+            nonlocal room
+            need = self._reservation(request)
+            if need > room:
+                return False  # it waits until running requests free their cells
+            room -= need
+            return True
+
+        return fits
+
+    def _reservation(self, request: GenerationRequest) -> int:
+        """KV cells a request may fill: its prompt and its whole reply budget."""
+        wanted = len(request.prompt) + request.params.max_tokens
+        return min(wanted, self.model.context_per_slot)
+
+    def _unreserved(self) -> int:
+        """Cells of the shared cache not promised to a running request (idle slots' cached
+        conversations are in there too, but they give way: ``_make_room``)."""
+        return self.model.kv_tokens - sum(s.reserved for s in self.slots if s.request)
+
+    def _make_room(self, slot: Slot, request: GenerationRequest) -> None:
+        """With a shared cache, forget idle slots' cached conversations, least recently used
+        first, until ``request`` (in ``slot``, whose own cache it may reuse) fits."""
+        if not self.model.unified:
+            return
+        need = self._reservation(request)
+        idle = sorted((s for s in self.slots if s.request is None and s is not slot
+                       and s.cached), key=lambda s: s.last_used)
+        held = sum(len(s.cached) for s in idle)
+        while idle and need + held > self._unreserved():
+            oldest = idle.pop(0)
+            held -= len(oldest.cached)
+            self.model.forget(oldest.sequence)
+            oldest.cached = []
 
     def _best_slot_for(self, prompt: list[int]) -> Slot:
         """The free slot whose cached tokens share the longest prefix with ``prompt``;
@@ -156,6 +201,7 @@ class LlamaCppScheduler:
         slot.stops = StopSequenceFilter(params.stop)
         slot.produced = 0
         slot.budget = min(params.max_tokens, model.context_per_slot - len(request.prompt))
+        slot.reserved = len(request.prompt) + slot.budget
         slot.last_used = time.monotonic()
 
     def _step(self) -> None:
@@ -269,6 +315,7 @@ class LlamaCppScheduler:
             self.model.free_sampler(slot.grammar)
             slot.grammar = None
         slot.request = None
+        slot.reserved = 0
         slot.pending = []
         slot.last_used = time.monotonic()
         if not keep_cache:
