@@ -30,6 +30,21 @@ def load_embedding_engine(source: str, model_id: str, settings: Settings) -> Emb
     local_only = False
     if source == DEFAULT_EMBEDDING_MODEL:
         source, local_only = str(bundled_embedding_path()), True
+    if settings.embedding_backend != "torch":
+        if settings.embedding_dtype != "fp32":
+            raise ValueError(f"LABS_EMBEDDING_DTYPE={settings.embedding_dtype} applies to the "
+                             f"torch backend only; the onnx backends run fp32 (or int8)")
+        from labs_api.engines.embedding.onnx_engine import OnnxEmbeddingEngine
+
+        return OnnxEmbeddingEngine(
+            model_id,
+            source,
+            variant="int8" if settings.embedding_backend == "onnx-int8" else "fp32",
+            threads=settings.embedding_threads,
+            hf_token=settings.hf_token,
+            local_files_only=local_only,
+            batch_size=settings.embedding_batch_size,
+        )
     from labs_api.engines.embedding.sentence_transformers_engine import (
         SentenceTransformerEngine,
     )
@@ -65,5 +80,6 @@ def embedding_slot(settings: Settings) -> ModelSlot:
         model_id=model_id,
         kind="embedding",
         load=functools.partial(load_embedding_batcher, settings),
-        description=f"embeddings via sentence-transformers ({where})",
+        description=f"embeddings via sentence-transformers on {settings.embedding_backend} "
+                    f"({where})",
     )
