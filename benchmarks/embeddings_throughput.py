@@ -217,9 +217,31 @@ def infinity_command() -> str:
                           text=True).stdout.strip().splitlines()[-1]
 
 
+def model_dir_with_onnx(model_dir: str, scratch: Path) -> str:
+    """The bundled MiniLM's files (links) plus our own fp32 ONNX export as ``model.onnx``:
+    Infinity's optimum engine needs an ONNX file in the model's folder and never exports one."""
+    from labs_api.engines.embedding.onnx_engine import OnnxEmbeddingEngine
+
+    engine = OnnxEmbeddingEngine("export", model_dir, local_files_only=True)
+    folder = scratch / "minilm-with-onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in Path(model_dir).iterdir():
+        link = folder / entry.name
+        if not link.exists():
+            link.symlink_to(entry)
+    onnx = folder / "model.onnx"
+    if not onnx.exists():
+        onnx.write_bytes(engine.model_path.read_bytes())
+    engine.close()
+    return str(folder)
+
+
 @contextlib.contextmanager
 def infinity_server(model_dir: str, engine: str, threads: int, log_path: Path):
-    """Infinity on ``model_dir`` (the bundled MiniLM), its own dynamic batching, 64 a batch."""
+    """Infinity on ``model_dir`` (the bundled MiniLM), its own dynamic batching, 64 a batch;
+    its optimum (ONNX Runtime) engine on our fp32 export of the same model."""
+    if engine == "optimum":
+        model_dir = model_dir_with_onnx(model_dir, Path(tempfile.mkdtemp(prefix="infinity-")))
     port = free_port()
     command = [infinity_command(), "v2", "--model-id", model_dir, "--engine", engine,
                "--device", "cpu", "--batch-size", "64", "--host", "127.0.0.1",
