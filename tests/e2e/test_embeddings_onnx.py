@@ -132,6 +132,29 @@ def test_a_model_with_its_own_prompts_matches_torch(tiny_model_dir, tmp_path):  
     assert cosines(engine.embed(["owls"], "query"), engine.embed(["owls"], "document"))[0] < 0.9999
 
 
+def test_onnx_is_the_default_and_falls_back_to_torch_only_when_not_asked_for(monkeypatch):
+    import labs_api.engines.embedding.factory as factory
+
+    assert Settings().embedding_backend == "onnx"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no ONNX Runtime here")
+
+    monkeypatch.setattr(factory, "_onnx_engine", broken)
+    engine = load_embedding_engine(DEFAULT_EMBEDDING_MODEL, DEFAULT_EMBEDDING_MODEL, Settings())
+    assert type(engine) is SentenceTransformerEngine  # the default: torch instead, with a log
+    with pytest.raises(RuntimeError, match="no ONNX Runtime here"):  # asked for by name
+        load_embedding_engine(DEFAULT_EMBEDDING_MODEL, DEFAULT_EMBEDDING_MODEL,
+                              Settings(embedding_backend="onnx"))
+
+
+def test_the_default_backend_with_bf16_is_torch_in_bf16():
+    engine = load_embedding_engine(DEFAULT_EMBEDDING_MODEL, DEFAULT_EMBEDDING_MODEL,
+                                   Settings(embedding_dtype="bf16"))
+    assert type(engine) is SentenceTransformerEngine
+    assert str(engine.model.dtype) == "torch.bfloat16"
+
+
 def test_the_onnx_backends_refuse_bf16_by_name():
     settings = Settings(embedding_backend="onnx", embedding_dtype="bf16")
     with pytest.raises(ValueError, match="LABS_EMBEDDING_DTYPE=bf16"):

