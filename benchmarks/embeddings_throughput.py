@@ -240,8 +240,12 @@ def model_dir_with_onnx(model_dir: str, scratch: Path) -> str:
 def infinity_server(model_dir: str, engine: str, threads: int, log_path: Path):
     """Infinity on ``model_dir`` (the bundled MiniLM), its own dynamic batching, 64 a batch;
     its optimum (ONNX Runtime) engine on our fp32 export of the same model."""
+    cwd = None
     if engine == "optimum":
-        model_dir = model_dir_with_onnx(model_dir, Path(tempfile.mkdtemp(prefix="infinity-")))
+        # Run in the folder and name it ".": with an absolute --model-id, Infinity 0.0.78 hands
+        # optimum the ONNX file's absolute path, which optimum refuses.
+        cwd = model_dir_with_onnx(model_dir, Path(tempfile.mkdtemp(prefix="infinity-")))
+        model_dir = "."
     port = free_port()
     command = [infinity_command(), "v2", "--model-id", model_dir, "--engine", engine,
                "--device", "cpu", "--batch-size", "64", "--host", "127.0.0.1",
@@ -250,7 +254,7 @@ def infinity_server(model_dir: str, engine: str, threads: int, log_path: Path):
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     with server_process(command, env, "/v1/models", port, timeout_s=600,
-                        log_path=log_path) as base:
+                        log_path=log_path, cwd=cwd) as base:
         yield base
 
 
