@@ -5,6 +5,15 @@ speed alone and while embedding and speech requests arrive.
     .venv/bin/python benchmarks/chat_throughput.py [--levels 1,4,8,16] [--max-tokens 128]
 
 Prints tables and writes benchmarks/results/chat_throughput.json.
+
+    .venv/bin/python benchmarks/chat_throughput.py --side-by-side [--rounds 2]
+
+instead starts our server, llama.cpp's own C++ ``llama-server`` (built from the llama.cpp that
+llama-cpp-python vendors, with our CPU flags, by benchmarks/peers/build-llama-server) and
+llama-cpp-python's server together, all on the same GGUF with 8 slots, 2048 tokens each and the
+same threads, and measures them interleaved (round by round, level by level, the order rotated)
+with 64 tokens at 1, 8 and 16 clients, so background load hits them alike; writes
+benchmarks/results/chat_side_by_side.json.
 """
 
 from __future__ import annotations
@@ -14,6 +23,8 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -23,6 +34,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (  # noqa: E402
+    cpu_name,
     free_port,
     labs_server,
     median,
@@ -154,6 +166,91 @@ def llama_cpp_python_server(threads: int, n_ctx: int):
         yield base
 
 
+LLAMA_SERVER = "llama-server (C++)"
+PYTHON_SERVER = "llama_cpp.server"
+OURS = "labs-api"
+
+
+def llama_server_binary() -> str:
+    """The cached llama-server, built first if missing (about 8 min on 2 cores)."""
+    script = Path(__file__).parent / "peers" / "build-llama-server"
+    return subprocess.run([str(script), sys.executable], check=True, capture_output=True,
+                          text=True).stdout.strip().splitlines()[-1]
+
+
+@contextlib.contextmanager
+def llama_cpp_server(threads: int, slots: int, n_ctx: int):
+    """llama.cpp's own server: ``-np slots -c slots*n_ctx -t threads``, as in issue 18."""
+    port = free_port()
+    command = [llama_server_binary(), "-m", str(bundled_gguf_path()), "-np", str(slots),
+               "-c", str(slots * n_ctx), "-t", str(threads), "-tb", str(threads),
+               "--host", "127.0.0.1", "--port", str(port)]
+    with server_process(command, {}, "/health", port) as base:
+        yield base
+
+
+def side_by_side(args: argparse.Namespace) -> None:
+    """Ours, llama-server and llama-cpp-python's server, up together, measured interleaved."""
+    levels = [int(x) for x in args.levels.split(",")]
+    threads, slots, n_ctx = args.threads or default_thread_count(), 8, 2048
+    results: dict[str, dict[int, list[LevelResult]]] = {}
+    with contextlib.ExitStack() as stack:
+        bases = {OURS: stack.enter_context(labs_server({
+            "LABS_PARALLEL": str(slots), "LABS_N_CTX": str(n_ctx),
+            "LABS_N_THREADS": str(threads), "LABS_PRELOAD_ON_START": "true"}))}
+        bases[LLAMA_SERVER] = stack.enter_context(llama_cpp_server(threads, slots, n_ctx))
+        if importlib.util.find_spec("sse_starlette") is not None:
+            bases[PYTHON_SERVER] = stack.enter_context(llama_cpp_python_server(threads, n_ctx))
+        models = {t: httpx.get(f"{b}/v1/models").json()["data"][0]["id"]
+                  for t, b in bases.items()}
+        targets = list(bases)
+        for target in targets:  # warm-up: load, first kernels, our thread policy's trials
+            asyncio.run(run_http_level(bases[target], models[target], 1, args.max_tokens,
+                                       "warm-up"))
+        for number in range(args.rounds):
+            for clients in levels:
+                shift = (number + clients) % len(targets)
+                for target in targets[shift:] + targets[:shift]:
+                    if target == PYTHON_SERVER and clients > 8:
+                        continue  # it serves one request at a time: 16 clients take minutes
+                    result = asyncio.run(run_http_level(bases[target], models[target],
+                                                        clients, args.max_tokens, target))
+                    results.setdefault(target, {}).setdefault(clients, []).append(result)
+                    print(f"  round {number + 1}, {clients} clients, {target}: "
+                          f"{result.aggregate_tok_s:.1f} tok/s", flush=True)
+    load = os.getloadavg()
+    rows, summary = [], {}
+    for target, by_level in results.items():
+        for clients, runs in by_level.items():
+            entry = {"aggregate_tok_s": median([r.aggregate_tok_s for r in runs]),
+                     "ttft_p50_ms": median([r.ttft_p50_ms for r in runs]),
+                     "ttft_p95_ms": median([r.ttft_p95_ms for r in runs]),
+                     "rounds": [asdict(r) for r in runs]}
+            summary.setdefault(target, {})[clients] = entry
+            rows.append([target, clients, entry["aggregate_tok_s"],
+                         " / ".join(f"{r.aggregate_tok_s:.1f}" for r in runs),
+                         entry["ttft_p50_ms"], entry["ttft_p95_ms"]])
+    print_table(f"Side by side, {cpu_name()}, {threads} threads, {slots} slots, "
+                f"max_tokens={args.max_tokens}, temperature 0, load average "
+                f"{load[0]:.2f}", ["target", "clients", "aggregate tok/s (median)",
+                                   "per round", "TTFT p50 ms", "TTFT p95 ms"], rows)
+    ratios = {}
+    for clients in levels:
+        ours, peer = summary.get(OURS, {}).get(clients), summary.get(LLAMA_SERVER, {}).get(
+            clients)
+        if ours and peer:
+            ratios[f"{clients} clients: our aggregate / llama-server"] = (
+                ours["aggregate_tok_s"] / peer["aggregate_tok_s"])
+            ratios[f"{clients} clients: our TTFT p50 - llama-server's (ms)"] = (
+                ours["ttft_p50_ms"] - peer["ttft_p50_ms"])
+    print_table("Ratios (issue 18's targets: >= 0.95, <= +10 ms)", ["comparison", "value"],
+                [[k, v] for k, v in ratios.items()])
+    write_results("chat_side_by_side", {
+        "max_tokens": args.max_tokens, "threads": threads, "slots": slots, "n_ctx": n_ctx,
+        "rounds": args.rounds, "load_average_at_end": load, "summary": summary,
+        "ratios": ratios})
+
+
 async def mixed_load(base: str, model: str, max_tokens: int, seconds: float) -> dict:
     """Chat decode speed of one stream alone, then while embedding and speech requests run."""
     async with httpx.AsyncClient(timeout=600) as client:
@@ -204,7 +301,19 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--mixed-seconds", type=float, default=20.0)
     parser.add_argument("--skip-peer", action="store_true", help="skip llama_cpp.server")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="ours vs llama-server vs llama_cpp.server, interleaved")
+    parser.add_argument("--rounds", type=int, default=2, help="side-by-side rounds")
+    parser.add_argument("--threads", type=int, default=0, help="side by side: threads (0: "
+                        "one per core)")
     args = parser.parse_args()
+    if args.side_by_side:
+        if "--levels" not in sys.argv:
+            args.levels = "1,8,16"
+        if "--max-tokens" not in sys.argv:
+            args.max_tokens = 64
+        side_by_side(args)
+        return
     levels = [int(x) for x in args.levels.split(",")]
     threads = default_thread_count()
     slots = max(8, max(levels) // 2)

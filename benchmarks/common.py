@@ -28,11 +28,12 @@ def free_port() -> int:
 @contextlib.contextmanager
 def server_process(command: list[str], env: dict[str, str], ready_path: str,
                    port: int, timeout_s: float = 300,
-                   log_path: Path | None = None) -> Iterator[str]:
+                   log_path: Path | None = None, cwd: str | None = None) -> Iterator[str]:
     """Start a server, wait until ``ready_path`` answers 200, yield its base URL, stop it."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env}
     log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                               cwd=cwd)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s

@@ -18,6 +18,14 @@ benchmarks/results/. LABS_EMBEDDING_* variables in the environment reach both th
 the in-process engine.
 
     .venv/bin/python benchmarks/embeddings_throughput.py [--rounds 15] [--sentences 64]
+
+    .venv/bin/python benchmarks/embeddings_throughput.py --peers [--rounds 5]
+
+instead compares servers, all up together and measured interleaved round by round: ours on
+each embedding backend (torch, onnx, onnx-int8) and Infinity (``infinity-emb``, installed by
+benchmarks/peers/infinity-venv into a venv of its own under ~/.cache/labs-api/) on the same
+bundled MiniLM directory, with (a) one request of 64, (b) 64 and (d) 256 concurrent
+one-sentence clients; writes benchmarks/results/embeddings_peers.json.
 """
 
 from __future__ import annotations
@@ -29,12 +37,19 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from common import labs_server  # benchmarks/common.py (the script's own folder)
+from common import (  # benchmarks/common.py (the script's own folder)
+    cpu_name,
+    free_port,
+    labs_server,
+    server_process,
+)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -104,17 +119,19 @@ class Connection:
             self.writer.close()
 
 
-async def one_request(connection: Connection, texts: list[str]) -> float:
+async def one_request(connection: Connection, texts: list[str],
+                      path: str = "/v1/embeddings") -> float:
     started = time.perf_counter()
-    status, body = await connection.post("/v1/embeddings", {"input": texts})
+    status, body = await connection.post(path, {"input": texts})
     elapsed = time.perf_counter() - started
     _check(status, body, len(texts))
     return elapsed
 
 
-async def concurrent_requests(connections: list[Connection], texts: list[str]) -> float:
+async def concurrent_requests(connections: list[Connection], texts: list[str],
+                              path: str = "/v1/embeddings") -> float:
     started = time.perf_counter()
-    replies = await asyncio.gather(*(c.post("/v1/embeddings", {"input": text})
+    replies = await asyncio.gather(*(c.post(path, {"input": [text]})
                                      for c, text in zip(connections, texts, strict=True)))
     elapsed = time.perf_counter() - started
     for status, body in replies:
@@ -193,13 +210,169 @@ async def measure(base: str, engine, texts: list[str], rounds: int, warmup: int,
     return {key: values for key, values in times.items() if values}
 
 
+def infinity_command() -> str:
+    """Infinity's ``infinity_emb`` in its own venv, installed first if missing."""
+    script = Path(__file__).parent / "peers" / "infinity-venv"
+    return subprocess.run([str(script)], check=True, capture_output=True,
+                          text=True).stdout.strip().splitlines()[-1]
+
+
+def model_dir_with_onnx(model_dir: str, scratch: Path) -> str:
+    """The bundled MiniLM's files (links) plus our own fp32 ONNX export as ``model.onnx``:
+    Infinity's optimum engine needs an ONNX file in the model's folder and never exports one."""
+    from labs_api.engines.embedding.onnx_engine import OnnxEmbeddingEngine
+
+    engine = OnnxEmbeddingEngine("export", model_dir, local_files_only=True)
+    folder = scratch / "minilm-with-onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in Path(model_dir).iterdir():
+        link = folder / entry.name
+        if not link.exists():
+            link.symlink_to(entry)
+    onnx = folder / "model.onnx"
+    if not onnx.exists():
+        onnx.write_bytes(engine.model_path.read_bytes())
+    engine.close()
+    return str(folder)
+
+
+@contextlib.contextmanager
+def infinity_server(model_dir: str, engine: str, threads: int, log_path: Path):
+    """Infinity on ``model_dir`` (the bundled MiniLM), its own dynamic batching, 64 a batch;
+    its optimum (ONNX Runtime) engine on our fp32 export of the same model."""
+    cwd = None
+    if engine == "optimum":
+        # Run in the folder and name it ".": with an absolute --model-id, Infinity 0.0.78 hands
+        # optimum the ONNX file's absolute path, which optimum refuses.
+        cwd = model_dir_with_onnx(model_dir, Path(tempfile.mkdtemp(prefix="infinity-")))
+        model_dir = "."
+    port = free_port()
+    command = [infinity_command(), "v2", "--model-id", model_dir, "--engine", engine,
+               "--device", "cpu", "--batch-size", "64", "--host", "127.0.0.1",
+               "--port", str(port), "--url-prefix", "/v1"]
+    env = {"INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    with server_process(command, env, "/v1/models", port, timeout_s=600,
+                        log_path=log_path, cwd=cwd) as base:
+        yield base
+
+
+async def measure_peers(bases: dict[str, str], texts: list[str], rounds: int,
+                        warmup: int, wide: int) -> dict[str, dict[str, list[float]]]:
+    """Seconds per measurement, per target, interleaved: every round runs every target, the
+    order rotated."""
+    many = [f"{texts[i % len(texts)][:-1]} (number {i})." for i in range(wide)]
+    targets = list(bases)
+    pools: dict[str, list[Connection]] = {}
+    for target, base in bases.items():
+        host, port = base.removeprefix("http://").split(":")
+        pools[target] = [Connection(host, int(port)) for _ in range(wide)]
+        await asyncio.gather(*(c.open() for c in pools[target]))
+    times: dict[str, dict[str, list[float]]] = {t: {"a": [], "b": [], "d": []} for t in targets}
+    try:
+        for target in targets:  # loads the model on first use
+            await one_request(pools[target][0], texts[:2])
+        for number in range(warmup + rounds):
+            shift = number % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                pool = pools[target]
+                measured = {"a": await one_request(pool[0], texts),
+                            "b": await concurrent_requests(pool[:len(texts)], texts),
+                            "d": await concurrent_requests(pool, many)}
+                if number >= warmup:
+                    for key, value in measured.items():
+                        times[target][key].append(value)
+            print(f"  round {number + 1} of {warmup + rounds}", flush=True)
+    finally:
+        for pool in pools.values():
+            for connection in pool:
+                connection.close()
+    return times
+
+
+def peers(args: argparse.Namespace) -> None:
+    from labs_api.engines.embedding.factory import bundled_embedding_path
+
+    RESULTS.mkdir(exist_ok=True)
+    texts = sentences(args.sentences)
+    model_dir = str(bundled_embedding_path())
+    logs = Path(tempfile.gettempdir())
+    threads = args.threads
+    with contextlib.ExitStack() as stack:
+        bases: dict[str, str] = {}
+        for backend in args.backends.split(","):
+            env = {"LABS_PRELOAD_ON_START": "false", "LABS_EMBEDDING_BACKEND": backend,
+                   "LABS_EMBEDDING_THREADS": str(threads)}
+            bases[f"labs-api ({backend})"] = stack.enter_context(labs_server(
+                env, ready_path="/health", log_path=logs / f"labs-embeddings-{backend}.log"))
+        for engine in args.infinity_engines.split(","):
+            if not engine:
+                continue
+            try:
+                bases[f"Infinity ({engine})"] = stack.enter_context(infinity_server(
+                    model_dir, engine, threads, logs / f"infinity-{engine}.log"))
+            except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as exc:
+                print(f"Infinity ({engine}) did not start: {exc}; see "
+                      f"{logs / f'infinity-{engine}.log'}", flush=True)
+        times = asyncio.run(measure_peers(bases, texts, args.rounds, args.warmup, args.wide))
+    load = os.getloadavg()
+    n, wide = len(texts), args.wide
+    counts = {"a": n, "b": n, "d": wide}
+    labels = {"a": f"one request of {n}", "b": f"{n} one-sentence clients",
+              "d": f"{wide} one-sentence clients"}
+    summary = {target: {key: statistics.median(counts[key] / t for t in values)
+                        for key, values in by_key.items()} for target, by_key in times.items()}
+    print(f"\nEmbeddings side by side: bundled all-MiniLM-L6-v2, {cpu_name()}, "
+          f"{os.cpu_count()} CPUs, threads {threads or 'default'}, {args.rounds} rounds "
+          f"(median sentences/s), load average {load[0]:.2f}")
+    print("| target | " + " | ".join(labels.values()) + " |")
+    print("|---|" + "---:|" * len(labels))
+    for target, rates in summary.items():
+        print(f"| {target} | " + " | ".join(f"{rates[k]:.0f}" for k in labels) + " |")
+    ratios = {}
+    peer = next((t for t in summary if t.startswith("Infinity")), None)
+    if peer:
+        best_peer = {k: max(r[k] for t, r in summary.items() if t.startswith("Infinity"))
+                     for k in labels}
+        for target, rates in summary.items():
+            if target.startswith("labs-api"):
+                for key, label in labels.items():
+                    ratios[f"{target} / best Infinity, {label}"] = rates[key] / best_peer[key]
+        for name, value in ratios.items():
+            print(f"{name}: {value:.2f}")
+    out = RESULTS / "embeddings_peers.json"
+    out.write_text(json.dumps({
+        "benchmark": "embeddings_peers", "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "cpu": cpu_name(), "cpus": os.cpu_count(), "threads": threads,
+        "rounds": args.rounds, "load_average_at_end": load, "labels": labels,
+        "sentences_per_s": summary, "ratios": ratios,
+        "seconds": times}, indent=2))
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15, help="measured rounds (default 15)")
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured rounds first")
     parser.add_argument("--sentences", type=int, default=64, help="sentences per round")
     parser.add_argument("--no-httpx", action="store_true", help="skip the httpx row (b')")
+    parser.add_argument("--peers", action="store_true", help="ours vs Infinity, interleaved")
+    parser.add_argument("--backends", default="torch,onnx,onnx-int8",
+                        help="--peers: our embedding backends to run")
+    parser.add_argument("--infinity-engines", default="torch,optimum",
+                        help="--peers: Infinity engines to run (empty: none)")
+    parser.add_argument("--wide", type=int, default=256, help="--peers: clients of (d)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="--peers: embedding threads of every server (0: default)")
     args = parser.parse_args()
+    if args.peers:
+        if "--rounds" not in sys.argv:
+            args.rounds = 5
+        if "--warmup" not in sys.argv:
+            args.warmup = 1
+        peers(args)
+        return
 
     RESULTS.mkdir(exist_ok=True)
     texts = sentences(args.sentences)

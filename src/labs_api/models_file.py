@@ -72,11 +72,13 @@ class EntryBase(BaseModel):
 class ChatEntry(EntryBase):
     kind: Literal["chat"]
     SETTINGS: ClassVar[dict[str, str]] = {
-        "context_size": "n_ctx", "parallel": "parallel", "threads": "n_threads",
+        "context_size": "n_ctx", "parallel": "parallel", "kv_unified": "kv_unified",
+        "threads": "n_threads",
         "max_queue": "max_queue", "queue_timeout": "queue_timeout", "dtype": "torch_dtype",
         "device": "device_map", "load_in_4bit": "load_in_4bit"}
     context_size: int = Field(2048, ge=64, le=1 << 20, description="Tokens per slot")
     parallel: int = Field(8, ge=1, le=256)
+    kv_unified: bool = True
     threads: int = Field(0, ge=0, le=1024)
     max_queue: int = Field(64, ge=0, le=100_000)
     queue_timeout: float = Field(60.0, gt=0, le=3600)
@@ -90,8 +92,10 @@ class EmbeddingEntry(EntryBase):
     SETTINGS: ClassVar[dict[str, str]] = {
         "dtype": "embedding_dtype", "threads": "embedding_threads",
         "batch_size": "embedding_batch_size", "max_wait_ms": "embedding_max_wait_ms",
-        "max_queue": "embedding_max_queue", "truncate": "embedding_truncate"}
+        "max_queue": "embedding_max_queue", "truncate": "embedding_truncate",
+        "backend": "embedding_backend"}
     dtype: Literal["fp32", "bf16"] = "fp32"
+    backend: Literal["torch", "onnx", "onnx-int8"] = "onnx"
     threads: int = Field(0, ge=0, le=256)
     batch_size: int = Field(64, ge=1, le=2048)
     max_wait_ms: float = Field(5.0, ge=0, le=1000)

@@ -81,11 +81,17 @@ class Settings(BaseSettings):
     embedding_model: str = Field(DEFAULT_EMBEDDING_MODEL, min_length=1)
 
     # --- Embeddings engine and batching (see README "Embeddings and similarities") ---
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "onnx", description="What runs the embedding model: onnx (an ONNX Runtime export made "
+        "locally at first load and cached; the same vectors as torch, faster), torch (the "
+        "reference) or onnx-int8 (the export with int8 weights)"
+    )
     embedding_dtype: Literal["fp32", "bf16"] = Field(
         "fp32", description="Weights dtype of the embedding model (fp16 overflows: not offered)"
     )
     embedding_threads: int = Field(
-        0, ge=0, le=256, description="torch.set_num_threads for embeddings (0: torch's default)"
+        0, ge=0, le=256,
+        description="Threads of the embedding model (torch or ONNX Runtime; 0: one per core)"
     )
     embedding_batch_size: int = Field(
         64, ge=1, le=2048, description="Most inputs in one model call (dynamic batching)"

@@ -343,7 +343,7 @@ def test_embedding_settings_reject_fp16_and_bad_batching_values(monkeypatch):
 
     for name, value in [("LABS_EMBEDDING_DTYPE", "fp16"), ("LABS_EMBEDDING_BATCH_SIZE", "0"),
                         ("LABS_EMBEDDING_MAX_QUEUE", "0"), ("LABS_EMBEDDING_MAX_WAIT_MS", "-1"),
-                        ("LABS_EMBEDDING_THREADS", "-2")]:
+                        ("LABS_EMBEDDING_THREADS", "-2"), ("LABS_EMBEDDING_BACKEND", "tensorrt")]:
         monkeypatch.setenv(name, value)
         with pytest.raises(ValidationError) as error:
             Settings()

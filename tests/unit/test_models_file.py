@@ -217,3 +217,15 @@ def test_a_rerank_entry_needs_a_source(tmp_path):
     path = write(tmp_path, '[[models]]\nid = "reranker"\nkind = "rerank"\n')
     with pytest.raises(ModelsFileError, match=r"entry 1 \(id 'reranker'\): source"):
         build_registry(settings_for(path))
+
+
+def test_an_embedding_entry_chooses_its_backend(tmp_path):
+    path = write(tmp_path, '[[models]]\nid = "mini-torch"\nkind = "embedding"\n'
+                 'backend = "torch"\n')
+    registry = build_registry(settings_for(path))
+    slot = registry.find("mini-torch")
+    own = slot.load.args[0]  # functools.partial(load_embedding_batcher, settings, id)
+    assert own.embedding_backend == "torch" and "embedding_backend" in own.model_fields_set
+    bad = write(tmp_path, '[[models]]\nid = "m"\nkind = "embedding"\nbackend = "tpu"\n')
+    with pytest.raises(ModelsFileError, match=r"entry 1 \(id 'm'\): backend"):
+        build_registry(settings_for(bad))

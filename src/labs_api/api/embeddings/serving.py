@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 
-import numpy as np
-
-from labs_api.api.embeddings.protocol import (
-    EmbeddingData,
-    EmbeddingRequest,
-    EmbeddingResponse,
-    EmbeddingUsage,
-    SimilarityRequest,
-    SimilarityResponse,
-)
+from labs_api.api.embeddings.encoding import JSONBytes, embedding_response, similarity_response
+from labs_api.api.embeddings.protocol import EmbeddingRequest, SimilarityRequest
 from labs_api.engines.embedding.base import (
     EmbeddingTask,
     InputTooLongError,
@@ -42,7 +33,7 @@ class EmbeddingService:
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
-    async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
+    async def embeddings(self, request: EmbeddingRequest) -> JSONBytes:
         batcher: EmbeddingBatcher = await self.registry.engine(
             "embedding", request.model, request.keep_alive)
         if request.dimensions is not None and request.dimensions > batcher.dimensions:
@@ -56,26 +47,15 @@ class EmbeddingService:
         vectors = result.vectors
         if request.dimensions is not None:
             vectors = shorten(vectors, request.dimensions)
-        as_base64 = request.encoding_format == "base64"
-        data = [
-            EmbeddingData(index=i, embedding=to_base64(row) if as_base64 else row.tolist())
-            for i, row in enumerate(vectors)
-        ]
         tokens = sum(count.text for count in result.tokens)
-        return EmbeddingResponse(
-            data=data,
-            model=batcher.model_id,
-            usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
-        )
+        return await embedding_response(vectors, batcher.model_id, tokens,
+                                        as_base64=request.encoding_format == "base64")
 
-    async def similarities(self, request: SimilarityRequest) -> SimilarityResponse:
+    async def similarities(self, request: SimilarityRequest) -> JSONBytes:
         batcher: EmbeddingBatcher = await self.registry.engine(
             "embedding", request.model, request.keep_alive)
         result = await run(batcher, request.sentences, "similarity", param="sentences")
-        matrix = cosine_matrix(result.vectors)
-        n = len(request.sentences)
-        return SimilarityResponse(similarities=matrix.tolist(), model=batcher.model_id,
-                                  shape=[n, n])
+        return await similarity_response(cosine_matrix(result.vectors), batcher.model_id)
 
 
 async def run(batcher: EmbeddingBatcher, texts: Sequence[str], task: EmbeddingTask, *,
@@ -97,7 +77,3 @@ async def run(batcher: EmbeddingBatcher, texts: Sequence[str], task: EmbeddingTa
         raise EngineError(f"Embedding with '{batcher.model_id}' failed: "
                           f"{type(exc).__name__}: {exc}") from exc
 
-
-def to_base64(vector: np.ndarray) -> str:
-    """OpenAI's base64 encoding: the raw little-endian float32 bytes."""
-    return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")

@@ -30,6 +30,7 @@ from labs_api.engines.chat.admission import (
 from labs_api.engines.chat.base import GenerationChunk, SamplingParams, TokenLogprob
 from labs_api.engines.chat.llama_cpp_model import DecodeError, LlamaCppModel
 from labs_api.engines.chat.stop_text import StopSequenceFilter
+from labs_api.engines.chat.thread_policy import MeasuredThreadPolicy
 from labs_api.engines.errors import EngineFailed, EngineUnavailable
 from labs_api.engines.progress import PROGRESS
 
@@ -64,6 +65,7 @@ class LlamaCppScheduler:
                  threads: int) -> None:
         self.model = model
         self.full_threads = threads
+        self.thread_policy = MeasuredThreadPolicy(threads)
         self.slots = [Slot(sequence=i) for i in range(slots)]
         self.queue = AdmissionQueue(policy, capacity=slots, release=model.free_sampler)
         self._stopping = False
@@ -256,15 +258,15 @@ class LlamaCppScheduler:
                     self._advance(slot, token)
 
     def _thread_count(self) -> int:
-        """All cores while several sequences decode together; one core fewer while another
-        engine computes, or while a single sequence decodes. llama.cpp's threads spin while
-        they wait for each other, so the HTTP work of even one stream (on the event loop)
-        stalls a decode that uses every core: measured on 2 cores, one stream through HTTP
-        made 93 tok/s with 2 threads and 152 with 1, while 8 streams made 233 with 2 and 136
-        with 1 (benchmarks/chat_throughput.py)."""
-        if self.full_threads > 1 and (CPU_WORK.active or self.active_count() <= 1):
-            return self.full_threads - 1
-        return self.full_threads
+        """All cores or one fewer, whichever ``MeasuredThreadPolicy`` timed faster on this
+        machine for this many sequences, with or without another engine computing. llama.cpp's
+        threads spin while they wait for each other, so other work (the HTTP side of a stream,
+        an embedding batch) can stall a decode that uses every core; whether it does differs
+        between machines (see thread_policy.py)."""
+        active = [s.request for s in self.slots if s.request is not None]
+        steady = all(len(s.pending) == 1 for s in self.slots if s.request is not None)
+        return self.thread_policy.threads_for_step((len(active), CPU_WORK.active > 0), active,
+                                                   steady)
 
     def _advance(self, slot: Slot, token: int) -> None:
         """Handle one sampled token: end of turn, text (cut at stop sequences), or budget."""

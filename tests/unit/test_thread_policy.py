@@ -1,0 +1,120 @@
+"""The chat thread policy on a fake clock: it keeps the thread count that timed faster, per
+situation, measures again after a while, and ignores steps that are not comparable."""
+
+from __future__ import annotations
+
+import pytest
+
+from labs_api.engines.chat.thread_policy import MeasuredThreadPolicy
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Machine:
+    """Runs steps: each lasts ``cost[threads]`` seconds of fake time."""
+
+    def __init__(self, policy: MeasuredThreadPolicy, clock: FakeClock) -> None:
+        self.policy, self.clock = policy, clock
+        self.used: list[int] = []
+
+    def steps(self, n: int, cost: dict[int, float], situation=(1, False),
+              members: tuple = ("a",), steady: bool = True) -> None:
+        for _ in range(n):
+            threads = self.policy.threads_for_step(situation, members, steady)
+            self.used.append(threads)
+            self.clock.now += cost[threads]
+
+
+def make(full: int = 2, **kwargs) -> tuple[MeasuredThreadPolicy, Machine]:
+    clock = FakeClock()
+    policy = MeasuredThreadPolicy(full, clock=clock, **kwargs)
+    return policy, Machine(policy, clock)
+
+
+@pytest.mark.parametrize(("cost", "expected"), [({2: 0.010, 1: 0.006}, 1),
+                                                ({2: 0.006, 1: 0.010}, 2)])
+def test_it_keeps_the_faster_thread_count(cost, expected):
+    policy, machine = make(trial_steps=5)
+    machine.steps(10, cost)  # 5 samples of each: still measuring on the 10th step
+    assert set(machine.used[:10]) == {1, 2}
+    machine.steps(50, cost)
+    assert policy.chosen((1, False)) == expected
+    assert machine.used[-40:] == [expected] * 40
+
+
+def test_situations_are_learnt_apart():
+    """One stream faster with one thread, eight faster with two (as measured on one EPYC)."""
+    policy, machine = make(trial_steps=4)
+    eight = tuple("abcdefgh")
+    machine.steps(30, {2: 0.010, 1: 0.007}, situation=(1, False))
+    machine.steps(30, {2: 0.020, 1: 0.035}, situation=(8, False), members=eight)
+    assert policy.chosen((1, False)) == 1
+    assert policy.chosen((8, False)) == 2
+    assert policy.chosen((1, True)) is None  # never seen: nothing assumed
+
+
+def test_it_measures_again_after_recheck_steps_and_follows_a_change():
+    policy, machine = make(trial_steps=3, recheck_steps=20)
+    machine.steps(10, {2: 0.010, 1: 0.005})
+    assert policy.chosen((1, False)) == 1
+    machine.steps(10, {2: 0.010, 1: 0.005})  # within the recheck window: no trials
+    assert machine.used[-10:] == [1] * 10
+    # the machine changes (say the other load went away): two threads are now faster
+    machine.steps(40, {2: 0.004, 1: 0.009})
+    assert 2 in machine.used[-40:-30]  # it tried two again
+    assert policy.chosen((1, False)) == 2
+
+
+def test_unsteady_steps_and_membership_changes_are_not_measured():
+    """A prompt chunk, a join or an idle wait between steps would distort the timing."""
+    policy, machine = make(trial_steps=3)
+    clock = machine.clock
+    for _ in range(10):  # prompt steps (not steady): slow with one thread, but unsteady
+        machine.steps(1, {2: 0.001, 1: 5.0}, steady=False)
+    assert policy.situations[(1, False)].samples == {}
+    # a stream ends, the scheduler waits idle for 60 s, another starts: no sample either
+    for i in range(10):
+        threads = policy.threads_for_step((1, False), (f"request-{i}",), True)
+        clock.now += 60.0 if threads == 1 else 0.001
+    assert policy.situations[(1, False)].samples == {}
+    assert policy.chosen((1, False)) is None
+
+
+def test_members_are_compared_by_identity_not_equality():
+    policy, _ = make(trial_steps=1)
+    first, second = ["same"], ["same"]  # equal, not the same request
+    policy.threads_for_step((1, False), (first,), True)
+    policy.clock.now += 1.0  # type: ignore[attr-defined]
+    policy.threads_for_step((1, False), (second,), True)
+    assert policy.situations[(1, False)].samples == {}
+
+
+def test_one_thread_has_nothing_to_choose():
+    policy, machine = make(full=1, trial_steps=2)
+    machine.steps(10, {1: 0.01})
+    assert set(machine.used) == {1}
+    assert policy.chosen((1, False)) == 1
+
+
+def test_a_median_is_not_fooled_by_one_slow_step():
+    policy, machine = make(trial_steps=5)
+    costs = iter([0.005, 0.009] * 2 + [0.5, 0.009] + [0.005, 0.009] * 10)
+    for _ in range(20):
+        threads = policy.threads_for_step((1, False), ("a",), True)
+        machine.used.append(threads)
+        machine.clock.now += next(costs)
+    # thread counts alternate 2, 1, 2, 1...: the single 0.5 s step fell on 2 threads
+    assert policy.chosen((1, False)) == 2
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError):
+        MeasuredThreadPolicy(0)
+    with pytest.raises(ValueError):
+        MeasuredThreadPolicy(2, trial_steps=0)
