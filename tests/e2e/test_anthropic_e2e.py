@@ -153,7 +153,7 @@ def test_sdk_exception_classes_for_our_errors(client, chat_model_id):
     assert "temperature" in bad.value.body["error"]["message"]
     with pytest.raises(anthropic.BadRequestError):
         client.messages.create(model=chat_model_id, max_tokens=5,
-                               messages=ask("word " * 5000))
+                               messages=ask("word " * 9000))  # past the 8192-token context
 
 
 @pytest.fixture(scope="module")

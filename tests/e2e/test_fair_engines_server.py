@@ -66,13 +66,25 @@ def test_n_choices_that_cannot_all_be_admitted_get_503_and_start_nothing(base, m
     assert slots_active(base) == 0
 
 
+def end_of_turn_token(base: str) -> int:
+    (token,) = httpx.post(f"{base}/tokenize", json={"content": "<|im_end|>"},
+                          timeout=30).json()["tokens"]
+    return token
+
+
 def test_a_client_that_leaves_a_streamed_n_request_frees_every_slot(base, model):
+    # Neither choice may end its turn, so both are still decoding when /metrics is read
+    # (on a quiet machine 400 tokens took under 2 s).
     body = {"model": model, "messages": [{"role": "user", "content": "Tell me a long story."}],
-            "max_tokens": 400, "temperature": 0.7, "n": 2, "stream": True}
+            "max_tokens": 1800, "temperature": 0.7, "n": 2, "stream": True,
+            "logit_bias": {str(end_of_turn_token(base)): -100}}
     with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=120) as r:
         assert r.status_code == 200
         seen = 0
-        for line in r.iter_lines():
+        # Held: a dropped line iterator would be closed, and with it the response (the client
+        # would leave before the check below).
+        lines = r.iter_lines()
+        for line in lines:
             if line.startswith("data: "):
                 seen += 1
             if seen >= 8:

@@ -30,10 +30,13 @@ def test_tokenize_and_detokenize_round_trip_with_pieces(base_url):
     assert any(isinstance(p["piece"], list) for p in pieces)  # the emoji spans tokens
 
 
-def test_special_token_text_is_parsed_and_max_model_len_is_the_slot_context(base_url):
+def test_special_token_text_is_parsed_and_max_model_len_is_the_request_context(base_url):
     body = post(base_url, "/tokenize", content="<|im_start|>user")
     assert body["count"] < 4  # <|im_start|> is one token
-    assert body["max_model_len"] == 2048
+    # the most one request may hold: the shared KV cache (8 x 2048) capped at SmolLM2's 8192
+    assert body["max_model_len"] == 8192
+    listed = httpx.get(f"{base_url}/v1/models").json()["data"]
+    assert body["max_model_len"] in {m.get("context_length") for m in listed}
 
 
 def test_messages_count_what_a_chat_completion_bills(base_url, chat_model_id):
