@@ -63,3 +63,20 @@ def wait_until_ready(base_url: str, process: subprocess.Popen) -> None:
             pass
         time.sleep(0.3)
     raise TimeoutError(f"server not ready after {READY_TIMEOUT_S} s")
+
+
+def wait_for_health(url: str, timeout: float = 120) -> None:
+    """Until ``/health`` answers 200 (for servers started with ``wait_ready=False``)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("server did not start")

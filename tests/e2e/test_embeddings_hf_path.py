@@ -11,7 +11,7 @@ import pytest
 
 from labs_api.engines.embedding.factory import bundled_embedding_path
 from labs_api.engines.embedding.sentence_transformers_engine import SentenceTransformerEngine
-from tests.e2e.server import running_server
+from tests.e2e.server import running_server, wait_for_health
 
 pytestmark = pytest.mark.slow
 
@@ -150,23 +150,10 @@ def test_with_truncation_on_the_server_embeds_long_inputs(tiny_model_dir, tmp_pa
     env = {"LABS_EMBEDDING_MODEL": str(tiny_model_dir), "LABS_EMBEDDING_TRUNCATE": "true",
            "LABS_PRELOAD_ON_START": "false"}
     with running_server(env, log_path=tmp_path / "server.log", wait_ready=False) as url:
-        _wait_for_health(url)
+        wait_for_health(url)
         response = httpx.post(f"{url}/v1/embeddings", json={"input": ["word " * 40, "word"]},
                               timeout=120)
     assert response.status_code == 200, response.text
     # 24 tokens read: [CLS] + "passage" + ":" + 20 words + [SEP]; usage counts the 20 words
     assert response.json()["usage"]["prompt_tokens"] == 20 + 1
 
-
-def _wait_for_health(url: str) -> None:
-    import time
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError("server did not start")

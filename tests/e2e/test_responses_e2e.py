@@ -13,7 +13,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.e2e.server import running_server
+from tests.e2e.server import running_server, wait_for_health
 from tests.openai_schema import assert_matches_openai
 from tests.unit.test_responses_http import assert_matches_event
 
@@ -24,17 +24,6 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "Current we
                           "required": ["city"], "additionalProperties": False},
            "strict": True}
 
-
-def wait_for_health(url: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError("server did not start")
 
 
 def chat_only_server(data_dir: str, log_path, **extra: str) -> Iterator[str]:
