@@ -226,13 +226,28 @@ def test_a_request_that_waits_past_the_queue_timeout_gets_503():
     assert error.code == "queue_timeout" and "0.3 s" in error.message
 
 
-def test_chat_uses_every_core_only_for_several_streams_and_no_other_work(engine):
+def test_each_step_decodes_with_the_count_the_policy_gives_for_its_situation(engine):
+    """The scheduler asks its thread policy before every step with the step's situation
+    (sequences decoding, another engine computing) and decodes with the answer. Which count
+    is faster is the policy's own business (measured; tests/unit/test_thread_policy.py)."""
     from labs_api.compute import CPU_WORK
 
     full = engine.scheduler.full_threads
     if full < 2:
         pytest.skip("needs at least 2 cores")
+    rule = {(1, False): full - 1, (4, False): full, (4, True): full - 1}
+
+    class ByRule:
+        def __init__(self) -> None:
+            self.asked: set = set()
+
+        def threads_for_step(self, situation, members, steady) -> int:
+            self.asked.add(situation)
+            return rule.get(situation, full)
+
     params = SamplingParams(max_tokens=6, temperature=0, top_p=1)
+    measured, policy = engine.scheduler.thread_policy, ByRule()
+    engine.scheduler.thread_policy = policy
 
     async def threads_with(streams: int, busy: bool) -> int:
         async def one(i: int) -> None:
@@ -252,6 +267,10 @@ def test_chat_uses_every_core_only_for_several_streams_and_no_other_work(engine)
         watcher.cancel()
         return collections.Counter(seen).most_common(1)[0][0]
 
-    assert asyncio.run(threads_with(streams=1, busy=False)) == full - 1
-    assert asyncio.run(threads_with(streams=4, busy=False)) == full
-    assert asyncio.run(threads_with(streams=4, busy=True)) == full - 1
+    try:
+        assert asyncio.run(threads_with(streams=1, busy=False)) == full - 1
+        assert asyncio.run(threads_with(streams=4, busy=False)) == full
+        assert asyncio.run(threads_with(streams=4, busy=True)) == full - 1
+    finally:
+        engine.scheduler.thread_policy = measured
+    assert set(rule) <= policy.asked
