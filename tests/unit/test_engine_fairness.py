@@ -316,6 +316,38 @@ def test_a_grammar_that_allows_nothing_or_costs_too_much_is_a_400_and_freed(mode
     assert model.live == set()  # nothing leaks
 
 
+class OnceSlowGrammarModel(FakeGrammarModel):
+    """Its first full mask is slow (a busy CPU), the ones after are quick."""
+
+    def __init__(self, first_seconds: float) -> None:
+        super().__init__(seconds=first_seconds)
+        self.masks = 0
+
+    def allowed_by(self, grammar: int, tokens: np.ndarray) -> np.ndarray:
+        self.masks += 1
+        allowed = super().allowed_by(grammar, tokens)
+        self.seconds = 0.0
+        return allowed
+
+
+def test_a_schema_measured_slow_once_is_measured_again_and_served():
+    model = OnceSlowGrammarModel(first_seconds=0.05)  # over the 30 ms limit, within 3x
+    assert len(compile_constraint(model, JSON_SCHEMA, 2)) == 2
+    assert model.masks == 2
+
+
+def test_a_schema_far_over_the_limit_is_refused_on_one_measurement():
+    model = OnceSlowGrammarModel(first_seconds=0.1)
+    with pytest.raises(InvalidRequest, match="too costly"):
+        compile_constraint(model, JSON_SCHEMA, 2)
+    assert model.masks == 1 and model.live == set()
+
+
+def test_any_json_is_never_refused_for_its_cost():
+    model = FakeGrammarModel(seconds=0.05)
+    assert len(compile_constraint(model, OutputConstraint("json_object"), 2)) == 2
+
+
 @pytest.mark.parametrize("schema", [
     {"enum": [f"v{i}" for i in range(4000)]},
     {"type": "object", "properties": {f"name_{i:05d}": {"type": "string"}

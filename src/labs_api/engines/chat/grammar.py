@@ -37,6 +37,8 @@ MAX_GRAMMAR_CHARS = 200_000
 #: Most CPU time one full mask of the vocabulary may take (measured once per request on the
 #: grammar's start, where an enum or a set of properties has every alternative open).
 MAX_MASK_SECONDS = 0.030
+#: Further measurements of a schema's mask when the first is over the limit but within 3x.
+MASK_REMEASURES = 2
 _COUNT_KEYS = ("minLength", "maxLength", "minItems", "maxItems")
 _QUANTIFIER = re.compile(r"\{\s*(\d*)\s*(?:,\s*(\d*)\s*)?\}")
 
@@ -144,13 +146,17 @@ def compile_constraint(model: GrammarModel, constraint: OutputConstraint,
         raise invalid(constraint, str(exc)) from None
     samplers = [sampler]
     try:
-        started = time.thread_time()
-        # Masking does not advance the grammar: the sampler is still at its start after.
-        allowed = model.allowed_by(sampler, np.arange(model.n_vocab, dtype=np.int32))
-        cost = time.thread_time() - started
+        allowed, cost = _full_mask(model, sampler)
         if not allowed.any():
             raise invalid(constraint, "no output can satisfy it")
-        if cost > MAX_MASK_SECONDS:
+        # Any-JSON is always served: its mask is fixed and cheap (about 7 ms), and a loaded
+        # machine must not turn it into a refusal. A schema's cost is measured again when it is
+        # near the limit, since a busy (virtual) CPU can inflate one measurement severalfold.
+        remeasure = MASK_REMEASURES if cost < 3 * MAX_MASK_SECONDS else 0
+        while cost > MAX_MASK_SECONDS and remeasure > 0:
+            cost = min(cost, _full_mask(model, sampler)[1])
+            remeasure -= 1
+        if constraint.kind == "json_schema" and cost > MAX_MASK_SECONDS:
             raise invalid(constraint, f"it is too costly to apply while generating (one "
                           f"step takes {cost * 1000:.0f} ms of CPU; at most "
                           f"{MAX_MASK_SECONDS * 1000:.0f} ms): use fewer enum values or "
@@ -161,3 +167,11 @@ def compile_constraint(model: GrammarModel, constraint: OutputConstraint,
             model.free_sampler(made)
         raise
     return samplers
+
+
+def _full_mask(model: GrammarModel, sampler: Any) -> tuple[np.ndarray, float]:
+    """Which tokens the grammar allows first, and the CPU seconds masking them took (masking
+    does not advance the grammar: the sampler is still at its start after)."""
+    started = time.thread_time()
+    allowed = model.allowed_by(sampler, np.arange(model.n_vocab, dtype=np.int32))
+    return allowed, time.thread_time() - started

@@ -42,8 +42,12 @@ def native_stderr_silenced() -> Iterator[None]:
 
 #: llama_token_data as a numpy record: a candidates array numpy fills and llama.cpp reads.
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
-#: Most likely tokens the grammar checks first when it rejected the model's own choice.
-SHORTLIST = 256
+#: How many of the most likely tokens the grammar checks, widening, when it rejected the
+#: model's own choice, before it masks the whole vocabulary. Masking costs about the same per
+#: token checked, so the tiers keep a rejection to a fraction of a full mask in nearly every
+#: case (on the bundled model a forced continuation is usually in the top 4096 but not always
+#: in the top 256).
+SHORTLISTS = (256, 4096)
 
 
 class DecodeError(RuntimeError):
@@ -244,10 +248,11 @@ class LlamaCppModel:
         """Draw the next token from the logits at ``batch_index`` (and record it for penalties).
 
         With a grammar, the token is drawn without it first and only checked against it (one
-        token: cheap). When the grammar rejects it, the draw is repeated among the
-        ``SHORTLIST`` most likely tokens (plus ``also_consider``, the logit-biased ones) that
-        the grammar allows, and only if it allows none of those over the whole vocabulary
-        (whose mask costs milliseconds to a second, depending on the grammar).
+        token: cheap). When the grammar rejects it, the draw is repeated among the most
+        likely tokens that the grammar allows, looking at more of them (``SHORTLISTS``; the
+        first time with ``also_consider``, the logit-biased ones) and only if it allows none of
+        those over the whole vocabulary (whose mask costs milliseconds to a second, depending
+        on the grammar).
         ``stateless``: the chain keeps no state of accepted tokens (no penalties), so the first
         draw may use llama.cpp's own (faster) one even if its token is then refused. Returns None
         when the grammar allows no token at all (an unsatisfiable schema): nothing is
@@ -262,18 +267,32 @@ class LlamaCppModel:
         else:
             token = self._draw(sampler, self._candidates(logits))
         if not self.allowed_by(grammar, np.array([token], dtype=np.int32))[0]:
-            shortlist = np.argpartition(-logits, SHORTLIST)[:SHORTLIST]
-            if also_consider:
-                shortlist = np.union1d(shortlist, np.array(also_consider, dtype=np.int64))
-            token = self._draw_allowed(sampler, grammar, self._candidates(logits, shortlist))
-            if token is None:
-                token = self._draw_allowed(sampler, grammar, self._candidates(logits))
+            token = self._draw_widening(sampler, grammar, logits, also_consider)
             if token is None:
                 return None
         lib.llama_sampler_accept(grammar, token)
         if not stateless:
             lib.llama_sampler_accept(sampler, token)
         return token
+
+    def _draw_widening(self, sampler: Any, grammar: Any, logits: np.ndarray,
+                       also_consider: tuple[int, ...]) -> int | None:
+        """Draw among the most likely tokens the grammar allows, looking at more of them
+        (``SHORTLISTS``, then the whole vocabulary) until it allows some."""
+        widest = SHORTLISTS[-1]
+        top = (np.argpartition(-logits, widest)[:widest] if len(logits) > widest
+               else np.arange(len(logits)))
+        top = top[np.argsort(-logits[top])]  # most likely first
+        checked = 0
+        for size in SHORTLISTS:
+            ids = top[checked:size]
+            if checked == 0 and also_consider:
+                ids = np.union1d(ids, np.array(also_consider, dtype=np.int64))
+            checked = size
+            token = self._draw_allowed(sampler, grammar, self._candidates(logits, ids))
+            if token is not None:
+                return token
+        return self._draw_allowed(sampler, grammar, self._candidates(logits))
 
     def _draw(self, sampler: Any, candidates: np.ndarray) -> int:
         array = self._candidates_of(candidates)
