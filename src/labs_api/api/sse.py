@@ -23,24 +23,46 @@ def sse_event(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'), ensure_ascii=False)}\n\n"
 
 
-async def sse_stream(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
-    """Encode ``events``; an error after the first byte is sent in-band, then ``[DONE]``."""
+def typed_sse_event(event: dict[str, Any]) -> str:
+    """An ``event: <type>`` line before the data, as the Responses and Anthropic streams send."""
+    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    return f"event: {event['type']}\ndata: {data}\n\n"
+
+
+def in_band_error(exc: Exception, what: str) -> APIError:
+    """The error to report inside a stream whose status line is already sent, logged once:
+    with its traceback when it is a fault of ours, as one line for an engine's 5xx."""
+    mapped = api_error_for(exc)
+    if mapped is None:
+        log.exception("%s failed", what)
+        return APIError(f"Internal error: {type(exc).__name__}")
+    if mapped.status_code >= 500:
+        log.error("%s failed: %s", what, mapped.message)
+    return mapped
+
+
+def _openai_error(error: APIError) -> dict[str, Any]:
+    return error.body()
+
+
+async def sse_stream(events: AsyncIterator[dict[str, Any]], *,
+                     encode: Callable[[dict[str, Any]], str] = sse_event,
+                     error_event: Callable[[APIError], dict[str, Any]] = _openai_error,
+                     done: str | None = DONE,
+                     what: str = "stream") -> AsyncIterator[str]:
+    """Encode ``events``; an error after the first byte is sent in-band (``error_event``),
+    then ``done`` if any (OpenAI's ``[DONE]``; Anthropic's stream has none)."""
     try:
         async for event in events:
-            yield sse_event(event)
+            yield encode(event)
     except Exception as exc:  # the status line is already sent: report in the stream
-        mapped = api_error_for(exc)
-        if mapped is None:
-            log.exception("stream failed")
-            mapped = APIError(f"Internal error: {type(exc).__name__}")
-        elif mapped.status_code >= 500:
-            log.error("stream failed: %s", mapped.message)
-        yield sse_event(mapped.body())
+        yield encode(error_event(in_band_error(exc, what)))
     finally:
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()
-    yield DONE
+    if done is not None:
+        yield done
 
 
 async def stream_or_complete(

@@ -8,21 +8,12 @@
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from labs_api.api.anthropic.errors import anthropic_error_body
 from labs_api.api.anthropic.translate import STOP_REASONS, tool_use_id, usage_of
-from labs_api.errors import APIError, api_error_for
-
-log = logging.getLogger("labs_api.anthropic")
-
-
-def sse(event: dict[str, Any]) -> str:
-    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {event['type']}\ndata: {data}\n\n"
+from labs_api.api.sse import sse_stream, typed_sse_event
 
 
 async def message_events(chunks: AsyncIterator[dict[str, Any]], *, message_id: str,
@@ -93,16 +84,7 @@ async def _events(chunks: AsyncIterator[dict[str, Any]], message_id: str, model:
 
 async def event_stream(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
     """Encode ``events`` as SSE; an error once the response has begun is an ``error`` event."""
-    try:
-        async for event in events:
-            yield sse(event)
-    except Exception as exc:  # the status line is already sent: report in the stream
-        mapped = api_error_for(exc)
-        if mapped is None:
-            log.exception("messages stream failed")
-            mapped = APIError(f"Internal error: {type(exc).__name__}")
-        yield sse(anthropic_error_body(mapped.status_code, mapped.message))
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    async for line in sse_stream(events, encode=typed_sse_event, done=None, what="messages stream",
+                                 error_event=lambda error: anthropic_error_body(
+                                     error.status_code, error.message)):
+        yield line

@@ -12,31 +12,22 @@ line, with no ``[DONE]`` (OpenAI sends none for this API).
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from labs_api.api.chat.tools import looks_like_call, parse_call
 from labs_api.api.choices import OpenedChoices, interleave
 from labs_api.api.responses import objects
-from labs_api.errors import APIError, api_error_for
+from labs_api.api.sse import in_band_error, typed_sse_event
 
 if TYPE_CHECKING:
     from labs_api.api.responses.serving import Prepared, ResponsesService
-
-log = logging.getLogger("labs_api.responses")
-
-
-def sse_frame(event: dict[str, Any]) -> str:
-    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {event['type']}\ndata: {data}\n\n"
 
 
 async def encoded(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
     try:
         async for event in events:
-            yield sse_frame(event)
+            yield typed_sse_event(event)
     finally:
         await events.aclose()  # type: ignore[attr-defined]
 
@@ -131,12 +122,7 @@ async def response_events(service: ResponsesService, prepared: Prepared,
         await service.save(prepared, body)
         yield event("response.incomplete" if cut else "response.completed", response=body)
     except Exception as exc:  # the status line is sent: report in the stream
-        mapped = api_error_for(exc)
-        if mapped is None:
-            log.exception("response stream failed")
-            mapped = APIError(f"Internal error: {type(exc).__name__}")
-        elif mapped.status_code >= 500:
-            log.error("response stream failed: %s", mapped.message)
+        mapped = in_band_error(exc, "response stream")
         yield event("error", code=mapped.code or mapped.error_type, message=mapped.message,
                     param=mapped.param)
         response.fail("server_error", mapped.message)
