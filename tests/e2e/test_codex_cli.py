@@ -92,8 +92,15 @@ def test_codex_exec_finishes_without_a_stream_error(codex, tmp_path):
                              cwd=work, env=env, capture_output=True, text=True,
                              stdin=subprocess.DEVNULL, timeout=600)
     output = run.stdout + run.stderr
-    assert run.returncode == 0, output[-3000:]
-    for failure in ("ERROR", "stream disconnected", "stream closed", "Reconnecting"):
+    # Greedy is repeatable on one machine, not across CPUs: on some the 135M model repeats a
+    # sentence until the reply budget. Codex then read the whole stream, response.incomplete
+    # included, and reports the model's cut (its only error line, exit code 1): the protocol
+    # worked. Anything else it reports is a failure.
+    cut = "ERROR: Incomplete response returned, reason: max_output_tokens"
+    errors = [line for line in output.splitlines() if "ERROR" in line and line.strip() != cut]
+    assert not errors, output[-3000:]
+    assert run.returncode == (1 if cut in output else 0), output[-3000:]
+    for failure in ("stream disconnected", "stream closed", "Reconnecting"):
         assert failure not in output, output[-3000:]
     assert "tokens used" in output
-    assert run.stdout.strip()  # the model's answer
+    assert run.stdout.strip() or cut in output  # the model's answer, or its cut
