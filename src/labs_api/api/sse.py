@@ -41,13 +41,9 @@ def in_band_error(exc: Exception, what: str) -> APIError:
     return mapped
 
 
-def _openai_error(error: APIError) -> dict[str, Any]:
-    return error.body()
-
-
 async def sse_stream(events: AsyncIterator[dict[str, Any]], *,
                      encode: Callable[[dict[str, Any]], str] = sse_event,
-                     error_event: Callable[[APIError], dict[str, Any]] = _openai_error,
+                     error_event: Callable[[APIError], dict[str, Any]] = lambda error: error.body(),
                      done: str | None = DONE,
                      what: str = "stream") -> AsyncIterator[str]:
     """Encode ``events``; an error after the first byte is sent in-band (``error_event``),

@@ -152,11 +152,14 @@ def compile_constraint(model: GrammarModel, constraint: OutputConstraint,
         # Any-JSON is always served: its mask is fixed and cheap (about 7 ms), and a loaded
         # machine must not turn it into a refusal. A schema's cost is measured again when it is
         # near the limit, since a busy (virtual) CPU can inflate one measurement severalfold.
-        remeasure = MASK_REMEASURES if cost < 3 * MAX_MASK_SECONDS else 0
-        while cost > MAX_MASK_SECONDS and remeasure > 0:
-            cost = min(cost, _full_mask(model, sampler)[1])
-            remeasure -= 1
-        if constraint.kind == "json_schema" and cost > MAX_MASK_SECONDS:
+        if constraint.kind == "json_object":
+            cost = 0.0
+        elif MAX_MASK_SECONDS < cost < 3 * MAX_MASK_SECONDS:
+            for _ in range(MASK_REMEASURES):
+                cost = min(cost, _full_mask(model, sampler)[1])
+                if cost <= MAX_MASK_SECONDS:
+                    break
+        if cost > MAX_MASK_SECONDS:
             raise invalid(constraint, f"it is too costly to apply while generating (one "
                           f"step takes {cost * 1000:.0f} ms of CPU; at most "
                           f"{MAX_MASK_SECONDS * 1000:.0f} ms): use fewer enum values or "

@@ -278,17 +278,18 @@ class LlamaCppModel:
     def _draw_widening(self, sampler: Any, grammar: Any, logits: np.ndarray,
                        also_consider: tuple[int, ...]) -> int | None:
         """Draw among the most likely tokens the grammar allows, looking at more of them
-        (``SHORTLISTS``, then the whole vocabulary) until it allows some."""
-        widest = SHORTLISTS[-1]
-        top = (np.argpartition(-logits, widest)[:widest] if len(logits) > widest
-               else np.arange(len(logits)))
-        top = top[np.argsort(-logits[top])]  # most likely first
-        checked = 0
+        (``SHORTLISTS``, then the whole vocabulary) until it allows some. Each tier holds
+        only the tokens the one before did not: the best allowed token is in the first tier
+        that allows any."""
+        checked = np.array([], dtype=np.int64)
         for size in SHORTLISTS:
-            ids = top[checked:size]
-            if checked == 0 and also_consider:
+            if size >= len(logits):
+                break
+            top = np.argpartition(-logits, size)[:size]
+            ids = np.setdiff1d(top, checked, assume_unique=True)
+            if not len(checked) and also_consider:
                 ids = np.union1d(ids, np.array(also_consider, dtype=np.int64))
-            checked = size
+            checked = top
             token = self._draw_allowed(sampler, grammar, self._candidates(logits, ids))
             if token is not None:
                 return token
