@@ -169,6 +169,7 @@ def llama_cpp_python_server(threads: int, n_ctx: int):
 LLAMA_SERVER = "llama-server (C++)"
 PYTHON_SERVER = "llama_cpp.server"
 OURS = "labs-api"
+OURS_SPLIT = "labs-api, KV per slot"
 
 
 def llama_server_binary() -> str:
@@ -195,9 +196,12 @@ def side_by_side(args: argparse.Namespace) -> None:
     threads, slots, n_ctx = args.threads or default_thread_count(), 8, 2048
     results: dict[str, dict[int, list[LevelResult]]] = {}
     with contextlib.ExitStack() as stack:
-        bases = {OURS: stack.enter_context(labs_server({
-            "LABS_PARALLEL": str(slots), "LABS_N_CTX": str(n_ctx),
-            "LABS_N_THREADS": str(threads), "LABS_PRELOAD_ON_START": "true"}))}
+        ours_env = {"LABS_PARALLEL": str(slots), "LABS_N_CTX": str(n_ctx),
+                    "LABS_N_THREADS": str(threads), "LABS_PRELOAD_ON_START": "true"}
+        bases = {OURS: stack.enter_context(labs_server(ours_env))}
+        if args.split_kv:  # llama-server's own layout with -np 8: a KV stream per slot
+            bases[OURS_SPLIT] = stack.enter_context(labs_server(
+                {**ours_env, "LABS_KV_UNIFIED": "false"}))
         bases[LLAMA_SERVER] = stack.enter_context(llama_cpp_server(threads, slots, n_ctx))
         if importlib.util.find_spec("sse_starlette") is not None:
             bases[PYTHON_SERVER] = stack.enter_context(llama_cpp_python_server(threads, n_ctx))
@@ -236,13 +240,14 @@ def side_by_side(args: argparse.Namespace) -> None:
                                    "per round", "TTFT p50 ms", "TTFT p95 ms"], rows)
     ratios = {}
     for clients in levels:
-        ours, peer = summary.get(OURS, {}).get(clients), summary.get(LLAMA_SERVER, {}).get(
-            clients)
-        if ours and peer:
-            ratios[f"{clients} clients: our aggregate / llama-server"] = (
-                ours["aggregate_tok_s"] / peer["aggregate_tok_s"])
-            ratios[f"{clients} clients: our TTFT p50 - llama-server's (ms)"] = (
-                ours["ttft_p50_ms"] - peer["ttft_p50_ms"])
+        peer = summary.get(LLAMA_SERVER, {}).get(clients)
+        for target, label in ((OURS, "our"), (OURS_SPLIT, "our (KV per slot)")):
+            ours = summary.get(target, {}).get(clients)
+            if ours and peer:
+                ratios[f"{clients} clients: {label} aggregate / llama-server"] = (
+                    ours["aggregate_tok_s"] / peer["aggregate_tok_s"])
+                ratios[f"{clients} clients: {label} TTFT p50 - llama-server's (ms)"] = (
+                    ours["ttft_p50_ms"] - peer["ttft_p50_ms"])
     print_table("Ratios (issue 18's targets: >= 0.95, <= +10 ms)", ["comparison", "value"],
                 [[k, v] for k, v in ratios.items()])
     write_results("chat_side_by_side", {
@@ -304,6 +309,8 @@ def main() -> None:
     parser.add_argument("--side-by-side", action="store_true",
                         help="ours vs llama-server vs llama_cpp.server, interleaved")
     parser.add_argument("--rounds", type=int, default=2, help="side-by-side rounds")
+    parser.add_argument("--split-kv", action="store_true",
+                        help="side by side: also ours with LABS_KV_UNIFIED=false")
     parser.add_argument("--threads", type=int, default=0, help="side by side: threads (0: "
                         "one per core)")
     args = parser.parse_args()

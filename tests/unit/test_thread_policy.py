@@ -45,7 +45,7 @@ def test_it_keeps_the_faster_thread_count(cost, expected):
     assert set(machine.used[:10]) == {1, 2}
     machine.steps(50, cost)
     assert policy.chosen((1, False)) == expected
-    assert machine.used[-40:] == [expected] * 40
+    assert machine.used[-40:].count(expected) >= 39  # at most one probe of the other
 
 
 def test_situations_are_learnt_apart():
@@ -59,16 +59,34 @@ def test_situations_are_learnt_apart():
     assert policy.chosen((1, True)) is None  # never seen: nothing assumed
 
 
-def test_it_measures_again_after_recheck_steps_and_follows_a_change():
-    policy, machine = make(trial_steps=3, recheck_steps=20)
-    machine.steps(10, {2: 0.010, 1: 0.005})
+def test_it_keeps_probing_and_follows_a_change_within_a_few_probes():
+    policy, machine = make(trial_steps=5, probe_every=20)
+    machine.steps(11, {2: 0.010, 1: 0.005})  # a step is timed when the next one starts
     assert policy.chosen((1, False)) == 1
-    machine.steps(10, {2: 0.010, 1: 0.005})  # within the recheck window: no trials
-    assert machine.used[-10:] == [1] * 10
+    machine.steps(200, {2: 0.010, 1: 0.005})
+    # settled: one probe of the other count every 20 steps, nothing more
+    assert machine.used[-200:].count(2) <= 200 // 20 + 1
+    assert policy.chosen((1, False)) == 1
     # the machine changes (say the other load went away): two threads are now faster
     machine.steps(40, {2: 0.004, 1: 0.009})
-    assert 2 in machine.used[-40:-30]  # it tried two again
     assert policy.chosen((1, False)) == 2
+    assert machine.used[-20:].count(2) >= 19  # at most one probe of one thread
+
+
+def test_a_slower_chosen_count_gives_way_without_waiting_for_a_probe():
+    """Load arrives that slows the chosen count: its own recent times show it at once."""
+    policy, machine = make(trial_steps=5, probe_every=1000)
+    machine.steps(11, {2: 0.005, 1: 0.008})
+    assert policy.chosen((1, False)) == 2
+    machine.steps(10, {2: 0.020, 1: 0.008})
+    assert policy.chosen((1, False)) == 1
+
+
+def test_a_probe_that_loses_does_not_change_the_choice():
+    policy, machine = make(trial_steps=5, probe_every=10)
+    machine.steps(200, {2: 0.005, 1: 0.008})
+    assert policy.chosen((1, False)) == 2
+    assert machine.used[-100:].count(1) <= 100 // 10 + 1
 
 
 def test_unsteady_steps_and_membership_changes_are_not_measured():

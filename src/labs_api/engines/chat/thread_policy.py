@@ -7,42 +7,49 @@ No fixed rule holds on every machine, so the policy measures.
 
 Each *situation* (how many sequences decode together, and whether another engine is computing)
 is learnt on its own: during its first steps the policy alternates between all threads and one
-fewer, timing each decode step, then keeps the one with the lower median step time; after
-``recheck_steps`` steps in that situation it measures again (the machine's load changes). Only
-steady steps count: every slot feeding one token, and the same requests as at the step before,
-so prompt chunks, joins and idle waits never enter a measurement.
+fewer, timing each decode step, then keeps the one with the lower median of its recent step
+times. It never stops measuring: every step with the chosen count refreshes that count's
+recent times, and every ``probe_every`` steps one step runs with the other count. A probe that
+beats the chosen count's median is followed by another at once, so when the machine's load
+changes the choice follows within a few steps instead of after a fixed period. Only steady
+steps count: every slot feeding one token, and the same requests as at the step before, so
+prompt chunks, joins and idle waits never enter a measurement.
 """
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+
+log = logging.getLogger("labs_api.llama_cpp")
 
 
 @dataclass
 class _Situation:
-    """What is known about one situation: samples per thread count, or the choice made."""
+    """What is known about one situation: recent step times per thread count, the choice."""
 
-    samples: dict[int, list[float]] = field(default_factory=dict)
+    samples: dict[int, deque[float]] = field(default_factory=dict)
     choice: int | None = None
-    steps_since_choice: int = 0
+    until_probe: int = 0  # steps with the chosen count before the next probe
 
 
 class MeasuredThreadPolicy:
     """``threads_for_step`` before each decode step: a thread count; it times the step from
     this call to the next one."""
 
-    def __init__(self, full_threads: int, *, trial_steps: int = 12, recheck_steps: int = 4000,
+    def __init__(self, full_threads: int, *, trial_steps: int = 12, probe_every: int = 40,
                  clock: Callable[[], float] = time.perf_counter) -> None:
-        if full_threads < 1 or trial_steps < 1 or recheck_steps < 1:
-            raise ValueError("full_threads, trial_steps and recheck_steps must be >= 1")
+        if full_threads < 1 or trial_steps < 1 or probe_every < 1:
+            raise ValueError("full_threads, trial_steps and probe_every must be >= 1")
         self.full_threads = full_threads
         self.candidates = (full_threads,) if full_threads == 1 else (full_threads,
                                                                      full_threads - 1)
         self.trial_steps = trial_steps
-        self.recheck_steps = recheck_steps
+        self.probe_every = probe_every
         self.clock = clock
         self.situations: dict[Hashable, _Situation] = {}
         # The step in flight: (situation, who was decoding, threads, steady, started). Holding
@@ -57,11 +64,14 @@ class MeasuredThreadPolicy:
         now = self.clock()
         self._close_previous(members, now)
         state = self.situations.setdefault(situation, _Situation())
-        if state.choice is not None:
-            state.steps_since_choice += 1
-            if state.steps_since_choice > self.recheck_steps:  # time to measure again
-                state.choice, state.samples = None, {}
-        threads = state.choice if state.choice is not None else self._next_trial(state)
+        if state.choice is None:
+            threads = self._next_trial(state)
+        elif steady and len(self.candidates) > 1 and state.until_probe <= 0:
+            threads = self._probe_candidate(state)
+            state.until_probe = self.probe_every
+        else:
+            threads = state.choice
+            state.until_probe -= 1
         self._last = (situation, members, threads, steady, now)
         return threads
 
@@ -75,6 +85,11 @@ class MeasuredThreadPolicy:
         return min(self.candidates, key=lambda t: (len(state.samples.get(t, ())),
                                                    self.candidates.index(t)))
 
+    def _probe_candidate(self, state: _Situation) -> int:
+        """The other count with the fewest recent samples (with two candidates: the other)."""
+        others = [t for t in self.candidates if t != state.choice]
+        return min(others, key=lambda t: len(state.samples.get(t, ())))
+
     def _close_previous(self, members: Sequence[object], now: float) -> None:
         if self._last is None:
             return
@@ -87,10 +102,21 @@ class MeasuredThreadPolicy:
         if not steady or not same:
             return
         state = self.situations.get(situation)
-        if state is None or state.choice is not None:
+        if state is None:
             return
-        state.samples.setdefault(threads, []).append(now - started)
-        if all(len(state.samples.get(t, ())) >= self.trial_steps for t in self.candidates):
-            state.choice = min(self.candidates,
-                               key=lambda t: statistics.median(state.samples[t]))
-            state.steps_since_choice = 0
+        elapsed = now - started
+        window = state.samples.setdefault(threads, deque(maxlen=self.trial_steps))
+        window.append(elapsed)
+        if any(len(state.samples.get(t, ())) < self.trial_steps for t in self.candidates) \
+                and state.choice is None:
+            return
+        medians = {t: statistics.median(v) for t, v in state.samples.items() if v}
+        best = min(self.candidates, key=lambda t: medians.get(t, float("inf")))
+        if threads != state.choice and state.choice is not None \
+                and elapsed < medians[state.choice]:
+            state.until_probe = 0  # the probe beat the chosen count: look again at once
+        if best != state.choice:
+            log.debug("thread policy: %s threads for situation %s (median step ms: %s)",
+                      best, situation, {t: round(m * 1000, 2) for t, m in medians.items()})
+            state.choice = best
+            state.until_probe = self.probe_every
