@@ -136,3 +136,11 @@ def test_bad_arguments_are_refused():
         MeasuredThreadPolicy(0)
     with pytest.raises(ValueError):
         MeasuredThreadPolicy(2, trial_steps=0)
+
+
+def test_prompt_steps_of_an_unlearnt_situation_use_every_thread():
+    """No trial is spent on a step that is not measured (a prompt chunk)."""
+    policy, machine = make(full=4, trial_steps=3)
+    machine.steps(5, {4: 0.05, 3: 0.05}, steady=False)
+    assert machine.used == [4] * 5
+    assert policy.chosen((1, False)) is None

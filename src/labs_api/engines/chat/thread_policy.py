@@ -65,7 +65,9 @@ class MeasuredThreadPolicy:
         self._close_previous(members, now)
         state = self.situations.setdefault(situation, _Situation())
         if state.choice is None:
-            threads = self._next_trial(state)
+            # A prompt chunk is not measured: spend no trial on it (a trial of one thread
+            # fewer would slow the longest step there is), use every thread.
+            threads = self._next_trial(state) if steady else self.full_threads
         elif steady and len(self.candidates) > 1 and state.until_probe <= 0:
             threads = self._probe_candidate(state)
             state.until_probe = self.probe_every
