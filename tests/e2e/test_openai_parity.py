@@ -91,16 +91,16 @@ def test_logit_bias_bans_a_token_and_can_force_one():
 
 
 def test_n_choices_with_sampling(openai_client, chat_model_id):
+    """Choice i draws with seed + i, so the choices differ. A repeat is not asserted equal: a
+    seed is best effort (README): prefix reuse and batching change the logits' last bits."""
     response = openai_client.chat.completions.create(
         model=chat_model_id, n=3, max_tokens=12, temperature=1.0, seed=9,
         messages=[{"role": "user", "content": "Name an animal."}])
     assert [c.index for c in response.choices] == [0, 1, 2]
     assert len({c.message.content for c in response.choices}) >= 2
-    again = openai_client.chat.completions.create(
-        model=chat_model_id, n=3, max_tokens=12, temperature=1.0, seed=9,
-        messages=[{"role": "user", "content": "Name an animal."}])
-    assert [c.message.content for c in again.choices] == \
-        [c.message.content for c in response.choices]
+    assert all(c.message.content and c.finish_reason in ("stop", "length")
+               for c in response.choices)
+    assert 3 <= response.usage.completion_tokens <= 3 * 12  # all three, within the budget
 
 
 def test_legacy_completions_plain_and_streaming(openai_client, chat_model_id):
