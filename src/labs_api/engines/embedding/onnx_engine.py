@@ -9,6 +9,7 @@ backend's up to rounding (tests check cosine >= 0.99).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,8 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from labs_api.engines.embedding import onnx_fusion
 from labs_api.engines.embedding.base import EmbeddingTask, normalize_rows
-from labs_api.engines.embedding.onnx_export import OnnxVariant, default_cache_dir, ensure_export
+from labs_api.engines.embedding.onnx_export import (
+    OnnxVariant,
+    default_cache_dir,
+    ensure_export,
+    manifest_of,
+)
 from labs_api.engines.embedding.sentence_transformers_engine import SentenceTransformerEngine
 from labs_api.engines.optional import require
 
@@ -40,11 +47,13 @@ def transformer_module(model: Any) -> Any:
 
 
 class OnnxEmbeddingEngine(SentenceTransformerEngine):
-    """A sentence-transformers model whose transformer runs on ONNX Runtime (fp32 or int8)."""
+    """A sentence-transformers model whose transformer runs on ONNX Runtime (fp32 or int8);
+    ``fused``: fp32 with attention, LayerNorm and GELU fused where the graph allows."""
 
     def __init__(self, model_id: str, source: str, *, variant: OnnxVariant = "fp32",
                  threads: int = 0, hf_token: str | None = None, local_files_only: bool = False,
-                 batch_size: int = 64, cache_dir: Path | None = None) -> None:
+                 batch_size: int = 64, cache_dir: Path | None = None,
+                 fused: bool = False) -> None:
         super().__init__(model_id, source, dtype="fp32", threads=threads, hf_token=hf_token,
                          local_files_only=local_files_only, batch_size=batch_size)
         self.ort = require("onnxruntime")
@@ -52,16 +61,24 @@ class OnnxEmbeddingEngine(SentenceTransformerEngine):
         transformer = transformer_module(self.model)
         probe = self._features(["probe"], "")
         self.input_names = [name for name in MODEL_INPUTS if name in probe]
+        fuse_with = None
+        if fused:
+            fuse_with = functools.partial(self._fuse, config=transformer.auto_model.config)
         self.model_path, self.exported = ensure_export(
             transformer.auto_model, source, self.input_names, variant,
-            cache_dir or default_cache_dir(), self._opens)
+            cache_dir or default_cache_dir(), self._opens, fuse_with)
+        self.fused_ops: dict[str, int] = manifest_of(self.model_path).get("fused") or {}
         self.session = self._session(self.model_path)
         # The torch weights are not needed any more: keep the module's shape, free its memory.
         transformer.auto_model.to("meta")
         self.after_transformer = list(self.model)[1:]  # pooling, dense, normalise...
-        log.info("embedding model %s on ONNX Runtime %s (%s, %s)", model_id,
+        log.info("embedding model %s on ONNX Runtime %s (%s, %s, %s)", model_id,
                  self.ort.__version__, variant,
+                 f"fused {self.fused_ops}" if self.fused_ops else "not fused",
                  "exported now" if self.exported else "from the cache")
+
+    def _fuse(self, plain: Path, target: Path, *, config: Any) -> dict[str, int] | None:
+        return onnx_fusion.fuse(plain, target, config, self.input_names, self._session)
 
     def _session(self, path: Path) -> Any:
         options = self.ort.SessionOptions()
