@@ -4,8 +4,9 @@ so that background load hits them alike. Report the ratios; absolute figures mov
 
 Variants: ``plain`` (the unfused fp32 export, one padded run per batch), ``fused`` (attention,
 LayerNorm and GELU fused), ``plain-nobucket`` / ``fused-nobucket`` (length buckets off: the whole
-batch padded to its longest input). Workloads: ``short`` (64 sentences of 8-16 words),
-``one-long`` (63 of them and one of ~250 tokens).
+batch padded to its longest input), ``plain-o256`` (buckets planned with a call overhead of
+256 token positions). Workloads: ``short`` (64 sentences of 8-16 words), ``one-long`` (63 of
+them and one of ~250 tokens), ``spread`` (64 texts of 6 to 53 words).
 
     .venv/bin/python benchmarks/embeddings_engine.py [--rounds 10] [--variants plain,fused]
 """
@@ -26,7 +27,9 @@ from embeddings_throughput import sentences
 def workloads(n: int) -> dict[str, list[str]]:
     short = sentences(n)
     long_text = " ".join(sentences(24))  # about 250 tokens
-    return {"short": short, "one-long": [*short[:n - 1], long_text]}
+    words = " ".join(short).split()
+    spread = [" ".join(words[i:i + 6 + i % 48]) for i in range(n)]  # ~8 to ~60 tokens
+    return {"short": short, "one-long": [*short[:n - 1], long_text], "spread": spread}
 
 
 def load(variant: str, cache: Path, threads: int):
@@ -38,6 +41,8 @@ def load(variant: str, cache: Path, threads: int):
                                  fused=variant.startswith("fused"))
     if variant.endswith("-nobucket"):
         engine.bucketing = False
+    elif "-o" in variant:  # e.g. plain-o256: buckets planned with a call overhead of 256
+        engine.call_overhead = int(variant.rsplit("-o", 1)[1])
     engine.embed(["warm up"], "document")
     return engine
 

@@ -299,3 +299,22 @@ def test_the_tiny_bert_fuses_too(tiny_model_dir, tmp_path):  # noqa: F811
     assert engine.fused_ops.get("Attention") == 2  # 2 layers
     for task in ("query", "document"):
         assert cosines(engine.embed(TEXTS, task), reference.embed(TEXTS, task)).min() >= 0.9999
+
+
+def test_length_buckets_return_the_callers_order(onnx_engine):
+    """Short and long inputs mixed: several calls of similar lengths, rows back in input
+    order, the same vectors as one input at a time and as unbucketed calls."""
+    from labs_api.engines.embedding.buckets import plan
+
+    texts = [TEXTS[5], *TEXTS[:5], TEXTS[5][:400], *TEXTS[6:12]]
+    lengths = [c.model for c in onnx_engine.count_tokens(texts, "document")]
+    assert len(plan([min(n, 256) for n in lengths], onnx_engine.batch_size)) >= 3
+    together = onnx_engine.embed(texts, "document")
+    one_by_one = np.stack([onnx_engine.embed([text], "document")[0] for text in texts])
+    assert cosines(one_by_one, together).min() >= 0.9999
+    onnx_engine.bucketing = False
+    try:
+        unbucketed = onnx_engine.embed(texts, "document")
+    finally:
+        onnx_engine.bucketing = True
+    assert cosines(unbucketed, together).min() >= 0.9999

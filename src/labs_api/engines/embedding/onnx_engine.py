@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from labs_api.engines.embedding import onnx_fusion
+from labs_api.engines.embedding import buckets, onnx_fusion
 from labs_api.engines.embedding.base import EmbeddingTask, normalize_rows
 from labs_api.engines.embedding.onnx_export import (
     OnnxVariant,
@@ -72,6 +72,8 @@ class OnnxEmbeddingEngine(SentenceTransformerEngine):
         # The torch weights are not needed any more: keep the module's shape, free its memory.
         transformer.auto_model.to("meta")
         self.after_transformer = list(self.model)[1:]  # pooling, dense, normalise...
+        self.bucketing = True  # off: each call padded to the batch's longest (benchmarks)
+        self.call_overhead = buckets.CALL_OVERHEAD_TOKENS
         log.info("embedding model %s on ONNX Runtime %s (%s, %s, %s)", model_id,
                  self.ort.__version__, variant,
                  f"fused {self.fused_ops}" if self.fused_ops else "not fused",
@@ -102,23 +104,34 @@ class OnnxEmbeddingEngine(SentenceTransformerEngine):
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         torch = self.torch
-        prompt = self.prompts[task]
-        texts = list(texts)
-        # Longest first, as sentence-transformers does: each batch pads to similar lengths.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        # One tokenizer call for all, then calls of similar lengths (``buckets.py``), each
+        # padded only to its own longest input.
+        features = self._features(list(texts), self.prompts[task])
+        mask = features["attention_mask"]
+        lengths = mask.sum(dim=1).tolist()
+        if self.bucketing:
+            calls = buckets.plan(lengths, self.batch_size, self.call_overhead)
+        else:  # batch_size at a time in order of length, each padded to its longest
+            order = np.argsort(-np.asarray(lengths), kind="stable")
+            calls = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
         out = np.empty((len(texts), self.dimensions), dtype=np.float32)
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                chosen = order[start:start + self.batch_size]
-                features = self._features([texts[i] for i in chosen], prompt)
-                feeds = {name: features[name].numpy().astype(np.int64, copy=False)
-                         for name in self.input_names}
-                hidden = self.session.run(["last_hidden_state"], feeds)[0]
-                features["token_embeddings"] = torch.from_numpy(hidden)
-                for module in self.after_transformer:
-                    features = module(features)
-                out[chosen] = features["sentence_embedding"].float().numpy()
+            for rows in calls:
+                part = buckets.take(features, rows, int(max(lengths[i] for i in rows)), left)
+                out[rows] = self._run(part)
         return normalize_rows(out)
+
+    def _run(self, features: dict[str, Any]) -> np.ndarray:
+        """One model call on tokenized inputs: the transformer on ONNX Runtime, then pooling
+        and the rest in torch."""
+        feeds = {name: features[name].numpy().astype(np.int64, copy=False)
+                 for name in self.input_names}
+        hidden = self.session.run(["last_hidden_state"], feeds)[0]
+        features["token_embeddings"] = self.torch.from_numpy(hidden)
+        for module in self.after_transformer:
+            features = module(features)
+        return features["sentence_embedding"].float().numpy()
 
     def _features(self, texts: list[str], prompt: str) -> dict[str, Any]:
         """Token ids and masks (and the prompt's length, for pooling that leaves it out), as
