@@ -199,3 +199,122 @@ def test_a_server_on_the_onnx_backend_answers_like_torch(tmp_path, torch_engine)
         assert similar["shape"] == [3, 3]
         assert np.allclose(np.diag(similar["similarities"]), 1.0)
     assert list(tmp_path.glob(f"labs-api/onnx/*/{MODEL_FILE}"))  # the export went there
+
+
+# ---- the fused export (LABS_EMBEDDING_ONNX_FUSED) ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def fused_engine(bundled, cache) -> OnnxEmbeddingEngine:
+    return OnnxEmbeddingEngine("m", bundled, local_files_only=True, batch_size=8,
+                               cache_dir=cache, fused=True)
+
+
+def test_the_fused_minilm_graph_holds_the_fused_ops(fused_engine, onnx_engine):
+    from labs_api.engines.embedding.onnx_fusion import op_counts
+
+    expected = {"Attention": 6, "SkipLayerNormalization": 12, "BiasGelu": 6}  # 6 layers
+    assert op_counts(fused_engine.model_path) == expected
+    assert fused_engine.fused_ops == expected
+    assert json.loads((fused_engine.model_path.parent / MANIFEST_FILE).read_text())[
+        "fused"] == expected
+    assert fused_engine.model_path.parent != onnx_engine.model_path.parent  # its own cache
+    assert op_counts(onnx_engine.model_path) == {}  # the default stays unfused
+
+
+def test_the_fused_export_gives_the_torch_vectors(fused_engine, torch_engine):
+    for task in ("document", "query", "similarity"):
+        similarity = cosines(fused_engine.embed(TEXTS, task), torch_engine.embed(TEXTS, task))
+        assert similarity.min() >= 0.9999, similarity  # fp32: only rounding differs
+
+
+def test_an_export_the_optimizer_fails_on_loads_unfused(bundled, torch_engine, tmp_path,
+                                                        monkeypatch):
+    import onnxruntime.transformers.optimizer as optimizer
+
+    def fails(*args, **kwargs):
+        raise NotImplementedError("no fusion for this graph")
+
+    monkeypatch.setattr(optimizer, "optimize_model", fails)
+    engine = OnnxEmbeddingEngine("m", bundled, local_files_only=True, cache_dir=tmp_path,
+                                 fused=True)
+    assert engine.exported and engine.fused_ops == {}
+    assert json.loads((engine.model_path.parent / MANIFEST_FILE).read_text())["fused"] is None
+    similarity = cosines(engine.embed(TEXTS, "document"), torch_engine.embed(TEXTS, "document"))
+    assert similarity.min() >= 0.9999
+
+
+def test_wrong_heads_leave_attention_unfused_and_the_vectors_right(
+        tiny_model_dir, tmp_path, monkeypatch):  # noqa: F811
+    """The tiny BERT described as 4 heads (it has 2): the optimizer leaves attention alone and
+    fuses only LayerNorm and GELU; the vectors stay torch's."""
+    from labs_api.engines.embedding import onnx_fusion
+
+    real = onnx_fusion.fuse
+
+    def wrong_heads(plain, target, config, input_names, session):
+        import copy
+
+        config = copy.copy(config)
+        config.num_attention_heads = 4
+        return real(plain, target, config, input_names, session)
+
+    monkeypatch.setattr(onnx_fusion, "fuse", wrong_heads)
+    reference = SentenceTransformerEngine("tiny", str(tiny_model_dir), local_files_only=True)
+    engine = OnnxEmbeddingEngine("tiny", str(tiny_model_dir), local_files_only=True,
+                                 cache_dir=tmp_path, fused=True)
+    assert "Attention" not in engine.fused_ops and engine.fused_ops
+    assert cosines(engine.embed(TEXTS, "document"),
+                   reference.embed(TEXTS, "document")).min() >= 0.9999
+
+
+def test_a_fused_graph_with_other_outputs_is_not_kept(tiny_model_dir, tmp_path,  # noqa: F811
+                                                      monkeypatch):
+    """An optimizer that fuses but breaks the graph (here: a weight doubled): the probe sees
+    the difference and the plain export is kept."""
+    import onnxruntime.transformers.optimizer as optimizer
+    from onnx import numpy_helper
+
+    real = optimizer.optimize_model
+
+    def breaks(*args, **kwargs):
+        model = real(*args, **kwargs)
+        weight = next(t for t in model.model.graph.initializer
+                      if numpy_helper.to_array(t).size >= 1024)
+        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 2, weight.name))
+        return model
+
+    monkeypatch.setattr(optimizer, "optimize_model", breaks)
+    reference = SentenceTransformerEngine("tiny", str(tiny_model_dir), local_files_only=True)
+    engine = OnnxEmbeddingEngine("tiny", str(tiny_model_dir), local_files_only=True,
+                                 cache_dir=tmp_path, fused=True)
+    assert engine.fused_ops == {}
+    assert cosines(engine.embed(TEXTS, "document"),
+                   reference.embed(TEXTS, "document")).min() >= 0.9999
+
+
+def test_the_tiny_bert_fuses_too(tiny_model_dir, tmp_path):  # noqa: F811
+    reference = SentenceTransformerEngine("tiny", str(tiny_model_dir), local_files_only=True)
+    engine = OnnxEmbeddingEngine("tiny", str(tiny_model_dir), local_files_only=True,
+                                 cache_dir=tmp_path, fused=True)
+    assert engine.fused_ops.get("Attention") == 2  # 2 layers
+    for task in ("query", "document"):
+        assert cosines(engine.embed(TEXTS, task), reference.embed(TEXTS, task)).min() >= 0.9999
+
+
+def test_length_buckets_return_the_callers_order(onnx_engine):
+    """Short and long inputs mixed: several calls of similar lengths, rows back in input
+    order, the same vectors as one input at a time and as unbucketed calls."""
+    from labs_api.engines.embedding.buckets import plan
+
+    texts = [TEXTS[5], *TEXTS[:5], TEXTS[5][:400], *TEXTS[6:12]]
+    lengths = [c.model for c in onnx_engine.count_tokens(texts, "document")]
+    assert len(plan([min(n, 256) for n in lengths], onnx_engine.batch_size)) >= 3
+    together = onnx_engine.embed(texts, "document")
+    one_by_one = np.stack([onnx_engine.embed([text], "document")[0] for text in texts])
+    assert cosines(one_by_one, together).min() >= 0.9999
+    onnx_engine.bucketing = False
+    try:
+        unbucketed = onnx_engine.embed(texts, "document")
+    finally:
+        onnx_engine.bucketing = True
+    assert cosines(unbucketed, together).min() >= 0.9999

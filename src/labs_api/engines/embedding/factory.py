@@ -73,6 +73,7 @@ def _onnx_engine(source: str, model_id: str, settings: Settings,
         hf_token=settings.hf_token,
         local_files_only=local_only,
         batch_size=settings.embedding_batch_size,
+        fused=settings.embedding_onnx_fused,
     )
 
 

@@ -9,6 +9,7 @@ backend's up to rounding (tests check cosine >= 0.99).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,8 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from labs_api.engines.embedding import buckets, onnx_fusion
 from labs_api.engines.embedding.base import EmbeddingTask, normalize_rows
-from labs_api.engines.embedding.onnx_export import OnnxVariant, default_cache_dir, ensure_export
+from labs_api.engines.embedding.onnx_export import (
+    OnnxVariant,
+    default_cache_dir,
+    ensure_export,
+    manifest_of,
+)
 from labs_api.engines.embedding.sentence_transformers_engine import SentenceTransformerEngine
 from labs_api.engines.optional import require
 
@@ -40,11 +47,13 @@ def transformer_module(model: Any) -> Any:
 
 
 class OnnxEmbeddingEngine(SentenceTransformerEngine):
-    """A sentence-transformers model whose transformer runs on ONNX Runtime (fp32 or int8)."""
+    """A sentence-transformers model whose transformer runs on ONNX Runtime (fp32 or int8);
+    ``fused``: fp32 with attention, LayerNorm and GELU fused where the graph allows."""
 
     def __init__(self, model_id: str, source: str, *, variant: OnnxVariant = "fp32",
                  threads: int = 0, hf_token: str | None = None, local_files_only: bool = False,
-                 batch_size: int = 64, cache_dir: Path | None = None) -> None:
+                 batch_size: int = 64, cache_dir: Path | None = None,
+                 fused: bool = False) -> None:
         super().__init__(model_id, source, dtype="fp32", threads=threads, hf_token=hf_token,
                          local_files_only=local_files_only, batch_size=batch_size)
         self.ort = require("onnxruntime")
@@ -52,16 +61,26 @@ class OnnxEmbeddingEngine(SentenceTransformerEngine):
         transformer = transformer_module(self.model)
         probe = self._features(["probe"], "")
         self.input_names = [name for name in MODEL_INPUTS if name in probe]
+        fuse_with = None
+        if fused:
+            fuse_with = functools.partial(self._fuse, config=transformer.auto_model.config)
         self.model_path, self.exported = ensure_export(
             transformer.auto_model, source, self.input_names, variant,
-            cache_dir or default_cache_dir(), self._opens)
+            cache_dir or default_cache_dir(), self._opens, fuse_with)
+        self.fused_ops: dict[str, int] = manifest_of(self.model_path).get("fused") or {}
         self.session = self._session(self.model_path)
         # The torch weights are not needed any more: keep the module's shape, free its memory.
         transformer.auto_model.to("meta")
         self.after_transformer = list(self.model)[1:]  # pooling, dense, normalise...
-        log.info("embedding model %s on ONNX Runtime %s (%s, %s)", model_id,
+        self.bucketing = True  # off: each call padded to the batch's longest (benchmarks)
+        self.call_overhead = buckets.CALL_OVERHEAD_TOKENS
+        log.info("embedding model %s on ONNX Runtime %s (%s, %s, %s)", model_id,
                  self.ort.__version__, variant,
+                 f"fused {self.fused_ops}" if self.fused_ops else "not fused",
                  "exported now" if self.exported else "from the cache")
+
+    def _fuse(self, plain: Path, target: Path, *, config: Any) -> dict[str, int] | None:
+        return onnx_fusion.fuse(plain, target, config, self.input_names, self._session)
 
     def _session(self, path: Path) -> Any:
         options = self.ort.SessionOptions()
@@ -85,23 +104,34 @@ class OnnxEmbeddingEngine(SentenceTransformerEngine):
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         torch = self.torch
-        prompt = self.prompts[task]
-        texts = list(texts)
-        # Longest first, as sentence-transformers does: each batch pads to similar lengths.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        # One tokenizer call for all, then calls of similar lengths (``buckets.py``), each
+        # padded only to its own longest input.
+        features = self._features(list(texts), self.prompts[task])
+        mask = features["attention_mask"]
+        lengths = mask.sum(dim=1).tolist()
+        if self.bucketing:
+            calls = buckets.plan(lengths, self.batch_size, self.call_overhead)
+        else:  # batch_size at a time in order of length, each padded to its longest
+            order = np.argsort(-np.asarray(lengths), kind="stable")
+            calls = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
         out = np.empty((len(texts), self.dimensions), dtype=np.float32)
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                chosen = order[start:start + self.batch_size]
-                features = self._features([texts[i] for i in chosen], prompt)
-                feeds = {name: features[name].numpy().astype(np.int64, copy=False)
-                         for name in self.input_names}
-                hidden = self.session.run(["last_hidden_state"], feeds)[0]
-                features["token_embeddings"] = torch.from_numpy(hidden)
-                for module in self.after_transformer:
-                    features = module(features)
-                out[chosen] = features["sentence_embedding"].float().numpy()
+            for rows in calls:
+                part = buckets.take(features, rows, int(max(lengths[i] for i in rows)), left)
+                out[rows] = self._run(part)
         return normalize_rows(out)
+
+    def _run(self, features: dict[str, Any]) -> np.ndarray:
+        """One model call on tokenized inputs: the transformer on ONNX Runtime, then pooling
+        and the rest in torch."""
+        feeds = {name: features[name].numpy().astype(np.int64, copy=False)
+                 for name in self.input_names}
+        hidden = self.session.run(["last_hidden_state"], feeds)[0]
+        features["token_embeddings"] = self.torch.from_numpy(hidden)
+        for module in self.after_transformer:
+            features = module(features)
+        return features["sentence_embedding"].float().numpy()
 
     def _features(self, texts: list[str], prompt: str) -> dict[str, Any]:
         """Token ids and masks (and the prompt's length, for pooling that leaves it out), as
