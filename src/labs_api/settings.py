@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     kv_unified: bool = Field(
         True, description="One llama.cpp KV cache shared by all slots: a request may use up "
         "to the model's trained context while the cache has room (false: n_ctx each)")
+    prompt_cache_mb: int = Field(
+        1024, ge=0, le=1 << 20, description="Host memory (MiB) for finished conversations' "
+        "llama.cpp KV state, so a prompt that starts with one is copied back instead of "
+        "evaluated again (0: off)")
     n_threads: int = Field(0, ge=0, description="llama.cpp threads (0: one per core)")
     parallel: int = Field(8, ge=1, le=256, description="Chat requests decoded together (slots)")
     max_queue: int = Field(64, ge=0, description="Chat requests that may wait for a slot")

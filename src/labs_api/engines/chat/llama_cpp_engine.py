@@ -37,6 +37,7 @@ class LlamaCppOptions:
     max_waiting: int = 64
     queue_timeout_s: float = 60.0
     unified_kv: bool = True  # one KV cache of context_per_slot x slots tokens for all slots
+    prompt_cache_bytes: int = 0  # finished conversations' KV kept in host memory (0: off)
 
 
 class LlamaCppChatEngine(ChatEngine):
@@ -60,7 +61,7 @@ class LlamaCppChatEngine(ChatEngine):
         self.scheduler = LlamaCppScheduler(
             self.model, options.slots,
             QueuePolicy(max_waiting=options.max_waiting, timeout_s=options.queue_timeout_s),
-            threads)
+            threads, options.prompt_cache_bytes)
 
     def tokenize_prompt(self, messages: list[ChatMessage]) -> list[int]:
         """The template's markup is tokenized with special tokens, each message's content as

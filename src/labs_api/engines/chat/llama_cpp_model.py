@@ -186,6 +186,25 @@ class LlamaCppModel:
             self.lib.llama_set_n_threads(self.ctx, threads, threads)
             self.threads = threads
 
+    def save_sequence(self, sequence: int) -> bytes:
+        """A copy of the KV cells ``sequence`` holds (``restore_sequence`` puts it back)."""
+        lib = self.lib
+        size = int(lib.llama_state_seq_get_size(self.ctx, sequence))
+        buffer = (ctypes.c_uint8 * size)()
+        written = int(lib.llama_state_seq_get_data(self.ctx, buffer, size, sequence))
+        return ctypes.string_at(buffer, written)
+
+    def restore_sequence(self, sequence: int, state: bytes) -> bool:
+        """Replace ``sequence``'s cells with a saved copy; False (and the sequence empty) when
+        the cache has no room for it."""
+        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        with native_stderr_silenced():
+            read = int(self.lib.llama_state_seq_set_data(self.ctx, buffer, len(state),
+                                                         sequence))
+        if read == 0:
+            self.forget(sequence)
+        return read > 0
+
     def forget(self, sequence: int, from_position: int = 0) -> None:
         """Drop a sequence's cached tokens from ``from_position`` on."""
         self.lib.llama_memory_seq_rm(self.memory, sequence, from_position, -1)

@@ -29,6 +29,7 @@ from labs_api.engines.chat.admission import (
 )
 from labs_api.engines.chat.base import GenerationChunk, SamplingParams, TokenLogprob
 from labs_api.engines.chat.llama_cpp_model import DecodeError, LlamaCppModel
+from labs_api.engines.chat.prompt_cache import PromptCache, common_prefix
 from labs_api.engines.chat.stop_text import StopSequenceFilter
 from labs_api.engines.chat.thread_policy import MeasuredThreadPolicy
 from labs_api.engines.errors import EngineFailed, EngineUnavailable
@@ -62,8 +63,13 @@ class LlamaCppScheduler:
     """Runs the decode loop on its own thread; ``submit`` is called from the event loop."""
 
     def __init__(self, model: LlamaCppModel, slots: int, policy: QueuePolicy,
-                 threads: int) -> None:
+                 threads: int, prompt_cache_bytes: int = 0) -> None:
         self.model = model
+        #: Finished conversations' KV in host memory (None: off). With the shared cache an
+        #: idle slot is then also cleared: its cells would cost every running request's
+        #: attention, since one cache's queries attend over all cells in use.
+        self.prompt_cache = PromptCache(prompt_cache_bytes) if prompt_cache_bytes > 0 else None
+        self.restored_prompt_tokens = 0
         self.full_threads = threads
         self.thread_policy = MeasuredThreadPolicy(threads)
         self.slots = [Slot(sequence=i) for i in range(slots)]
@@ -189,6 +195,7 @@ class LlamaCppScheduler:
         seed = params.seed if params.seed is not None else random.getrandbits(32)
         slot.grammar, request.prepared = request.prepared, None
         sampler = model.new_sampler(params, seed & 0xFFFFFFFF)
+        self._restore_best(slot, request.prompt)
         # Keep the shared prefix; at least one prompt token must be fed to get logits.
         keep = min(common_prefix(slot.cached, request.prompt), len(request.prompt) - 1)
         model.forget(slot.sequence, keep)
@@ -205,6 +212,30 @@ class LlamaCppScheduler:
         slot.budget = min(params.max_tokens, model.context_per_slot - len(request.prompt))
         slot.reserved = len(request.prompt) + slot.budget
         slot.last_used = time.monotonic()
+
+    def _restore_best(self, slot: Slot, prompt: list[int]) -> None:
+        """Put the saved conversation sharing most of ``prompt`` in ``slot``, when it shares
+        more than what the slot holds. Its own conversation is saved first."""
+        cache = self.prompt_cache
+        if cache is None:
+            return
+        found = cache.best_for(prompt)
+        held = common_prefix(slot.cached, prompt)
+        if found is None or found[1] <= held:
+            return
+        self._save(slot)
+        entry, _ = found
+        if self.model.restore_sequence(slot.sequence, entry.state):
+            slot.cached = list(entry.tokens)
+            self.restored_prompt_tokens += min(found[1], len(prompt) - 1)
+        else:  # no room in the cache for all of it: evaluate the prompt instead
+            slot.cached = []
+
+    def _save(self, slot: Slot) -> None:
+        """Copy the slot's conversation into the host-memory cache (when it is on)."""
+        if self.prompt_cache is not None and slot.cached \
+                and not self.prompt_cache.covers(slot.cached):
+            self.prompt_cache.put(slot.cached, self.model.save_sequence(slot.sequence))
 
     def _step(self) -> None:
         """One llama_decode: a token for each generating slot, prompt chunks for the others."""
@@ -320,15 +351,10 @@ class LlamaCppScheduler:
         slot.reserved = 0
         slot.pending = []
         slot.last_used = time.monotonic()
+        if keep_cache and self.prompt_cache is not None:
+            self._save(slot)
+            keep_cache = not self.model.unified  # a shared cache's idle cells cost attention
         if not keep_cache:
             self.model.forget(slot.sequence)
             slot.cached = []
 
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
