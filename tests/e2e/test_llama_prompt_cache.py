@@ -10,7 +10,7 @@ import pytest
 from labs_api.engines.chat.base import ChatMessage, SamplingParams
 from labs_api.engines.chat.factory import bundled_gguf_path
 from labs_api.engines.chat.llama_cpp_engine import LlamaCppChatEngine, LlamaCppOptions
-from labs_api.engines.chat.prompt_cache import common_prefix
+from labs_api.engines.chat.prompt_cache import PromptCache, common_prefix
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0, top_p=1.0)
 STORY = [ChatMessage("user", "Tell me about the harbour at dawn, the boats and the gulls.")]
@@ -80,5 +80,20 @@ def test_a_state_that_no_longer_fits_falls_back_to_evaluating_the_prompt():
         assert engine.model.restore_sequence(0, entry.state[: len(entry.state) // 2]) is False
         again, _ = asyncio.run(run(engine, STORY))
         assert again.strip()
+    finally:
+        engine.close()
+
+
+def test_a_conversation_too_large_for_the_cache_stays_in_its_slot():
+    """With the shared KV an idle slot is cleared only once its conversation is saved: one the
+    budget cannot hold keeps the in-slot prefix reuse it had without the cache."""
+    engine = make(unified=True, cache_mb=0)
+    engine.scheduler.prompt_cache = PromptCache(budget_bytes=1024)  # smaller than any state
+    try:
+        prompt = len(engine.tokenize_prompt(STORY))
+        asyncio.run(run(engine, STORY))
+        assert len(engine.scheduler.prompt_cache) == 0
+        _, cached = asyncio.run(run(engine, STORY))
+        assert cached == prompt - 1
     finally:
         engine.close()

@@ -231,11 +231,15 @@ class LlamaCppScheduler:
         else:  # no room in the cache for all of it: evaluate the prompt instead
             slot.cached = []
 
-    def _save(self, slot: Slot) -> None:
-        """Copy the slot's conversation into the host-memory cache (when it is on)."""
-        if self.prompt_cache is not None and slot.cached \
-                and not self.prompt_cache.covers(slot.cached):
-            self.prompt_cache.put(slot.cached, self.model.save_sequence(slot.sequence))
+    def _save(self, slot: Slot) -> bool:
+        """Copy the slot's conversation into the host-memory cache (when it is on); whether
+        the cache now holds it (not when it is larger than the whole budget)."""
+        cache = self.prompt_cache
+        if cache is None or not slot.cached:
+            return False
+        if cache.covers(slot.cached):
+            return True
+        return cache.put(slot.cached, self.model.save_sequence(slot.sequence))
 
     def _step(self) -> None:
         """One llama_decode: a token for each generating slot, prompt chunks for the others."""
@@ -351,9 +355,8 @@ class LlamaCppScheduler:
         slot.reserved = 0
         slot.pending = []
         slot.last_used = time.monotonic()
-        if keep_cache and self.prompt_cache is not None:
-            self._save(slot)
-            keep_cache = not self.model.unified  # a shared cache's idle cells cost attention
+        if keep_cache and self._save(slot) and self.model.unified:
+            keep_cache = False  # saved: a shared cache's idle cells would cost attention
         if not keep_cache:
             self.model.forget(slot.sequence)
             slot.cached = []
