@@ -60,7 +60,7 @@ def test_situations_are_learnt_apart():
 
 
 def test_it_keeps_probing_and_follows_a_change_within_a_few_probes():
-    policy, machine = make(trial_steps=5, probe_every=20)
+    policy, machine = make(trial_steps=5, probe_every=20, max_probe_every=20)
     machine.steps(11, {2: 0.010, 1: 0.005})  # a step is timed when the next one starts
     assert policy.chosen((1, False)) == 1
     machine.steps(200, {2: 0.010, 1: 0.005})
@@ -87,6 +87,33 @@ def test_a_probe_that_loses_does_not_change_the_choice():
     machine.steps(200, {2: 0.005, 1: 0.008})
     assert policy.chosen((1, False)) == 2
     assert machine.used[-100:].count(1) <= 100 // 10 + 1
+
+
+def test_clearly_losing_probes_come_less_often_up_to_a_bound():
+    """A lone stream on a quiet machine: one thread is 70% slower, every probe of it a loss."""
+    policy, machine = make(trial_steps=5, probe_every=10, max_probe_every=80)
+    machine.steps(1000, {2: 0.005, 1: 0.0085})
+    assert policy.chosen((1, False)) == 2
+    probes = [i for i, t in enumerate(machine.used) if t == 1][-5:]
+    gaps = [b - a for a, b in zip(probes, probes[1:], strict=False)]
+    assert gaps == [81] * 4  # waits doubled 10, 20, 40, then held at 80
+    assert machine.used[-800:].count(1) <= 800 // 80 + 1
+
+
+def test_after_backing_off_a_change_is_still_followed_within_the_bound():
+    policy, machine = make(trial_steps=5, probe_every=10, max_probe_every=80)
+    machine.steps(1000, {2: 0.005, 1: 0.0085})
+    # one thread becomes the faster (only a probe can show it: its samples are old)
+    machine.steps(100, {2: 0.005, 1: 0.004})
+    assert policy.chosen((1, False)) == 1
+
+
+def test_a_close_probe_keeps_the_short_wait():
+    """Within the margin the two counts are near each other: keep looking often."""
+    policy, machine = make(trial_steps=5, probe_every=10, max_probe_every=80)
+    machine.steps(500, {2: 0.0050, 1: 0.0055})
+    assert policy.chosen((1, False)) == 2
+    assert machine.used[-200:].count(1) >= 200 // 11 - 1
 
 
 def test_unsteady_steps_and_membership_changes_are_not_measured():
@@ -136,6 +163,8 @@ def test_bad_arguments_are_refused():
         MeasuredThreadPolicy(0)
     with pytest.raises(ValueError):
         MeasuredThreadPolicy(2, trial_steps=0)
+    with pytest.raises(ValueError):
+        MeasuredThreadPolicy(2, probe_every=40, max_probe_every=20)
 
 
 def test_prompt_steps_of_an_unlearnt_situation_use_every_thread():

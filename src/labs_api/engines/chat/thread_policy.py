@@ -11,7 +11,11 @@ fewer, timing each decode step, then keeps the one with the lower median of its 
 times. It never stops measuring: every step with the chosen count refreshes that count's
 recent times, and every ``probe_every`` steps one step runs with the other count. A probe that
 beats the chosen count's median is followed by another at once, so when the machine's load
-changes the choice follows within a few steps instead of after a fixed period. Only steady
+changes the choice follows within a few steps instead of after a fixed period. A probe that
+loses clearly (slower than the chosen median by ``clear_margin``) doubles the wait before the
+next one, up to ``max_probe_every`` steps: a one-thread step costs a lone stream ~70% more
+than a two-thread one, so probing every 40 steps cost it 2-4% for nothing on a quiet machine;
+a close or winning probe brings the wait back to ``probe_every``. Only steady
 steps count: every slot feeding one token, and the same requests as at the step before, so
 prompt chunks, joins and idle waits never enter a measurement.
 """
@@ -35,6 +39,7 @@ class _Situation:
     samples: dict[int, deque[float]] = field(default_factory=dict)
     choice: int | None = None
     until_probe: int = 0  # steps with the chosen count before the next probe
+    probe_wait: int = 0  # the wait set after the next probe (grows while probes lose clearly)
 
 
 class MeasuredThreadPolicy:
@@ -42,14 +47,20 @@ class MeasuredThreadPolicy:
     this call to the next one."""
 
     def __init__(self, full_threads: int, *, trial_steps: int = 12, probe_every: int = 40,
+                 max_probe_every: int | None = None, clear_margin: float = 0.15,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         if full_threads < 1 or trial_steps < 1 or probe_every < 1:
             raise ValueError("full_threads, trial_steps and probe_every must be >= 1")
+        max_probe_every = probe_every * 16 if max_probe_every is None else max_probe_every
+        if max_probe_every < probe_every or clear_margin < 0:
+            raise ValueError("max_probe_every must be >= probe_every, clear_margin >= 0")
         self.full_threads = full_threads
         self.candidates = (full_threads,) if full_threads == 1 else (full_threads,
                                                                      full_threads - 1)
         self.trial_steps = trial_steps
         self.probe_every = probe_every
+        self.max_probe_every = max_probe_every
+        self.clear_margin = clear_margin
         self.clock = clock
         self.situations: dict[Hashable, _Situation] = {}
         # The step in flight: (situation, who was decoding, threads, steady, started). Holding
@@ -70,7 +81,7 @@ class MeasuredThreadPolicy:
             threads = self._next_trial(state) if steady else self.full_threads
         elif steady and len(self.candidates) > 1 and state.until_probe <= 0:
             threads = self._probe_candidate(state)
-            state.until_probe = self.probe_every
+            state.until_probe = state.probe_wait or self.probe_every
         else:
             threads = state.choice
             state.until_probe -= 1
@@ -114,11 +125,22 @@ class MeasuredThreadPolicy:
             return
         medians = {t: statistics.median(v) for t, v in state.samples.items() if v}
         best = min(self.candidates, key=lambda t: medians.get(t, float("inf")))
-        if threads != state.choice and state.choice is not None \
-                and elapsed < medians[state.choice]:
-            state.until_probe = 0  # the probe beat the chosen count: look again at once
+        if threads != state.choice and state.choice is not None:
+            self._after_probe(state, elapsed, medians[state.choice])
         if best != state.choice:
             log.debug("thread policy: %s threads for situation %s (median step ms: %s)",
                       best, situation, {t: round(m * 1000, 2) for t, m in medians.items()})
             state.choice = best
-            state.until_probe = self.probe_every
+            state.until_probe = state.probe_wait = self.probe_every
+
+    def _after_probe(self, state: _Situation, elapsed: float, chosen_median: float) -> None:
+        """Set when to probe next from how the probe that just ended did."""
+        if elapsed < chosen_median:
+            state.until_probe = 0  # the probe beat the chosen count: look again at once
+            state.probe_wait = self.probe_every
+        elif elapsed > chosen_median * (1 + self.clear_margin):
+            wait = max(state.probe_wait, self.probe_every) * 2
+            state.probe_wait = min(wait, self.max_probe_every)
+            state.until_probe = state.probe_wait
+        else:
+            state.probe_wait = self.probe_every
