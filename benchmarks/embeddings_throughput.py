@@ -22,9 +22,9 @@ the in-process engine.
     .venv/bin/python benchmarks/embeddings_throughput.py --peers [--rounds 5]
 
 instead compares servers, all up together and measured interleaved round by round: ours on
-each embedding backend (torch, onnx, onnx-int8) and Infinity (``infinity-emb``, installed by
-benchmarks/peers/infinity-venv into a venv of its own under ~/.cache/labs-api/) on the same
-bundled MiniLM directory, with (a) one request of 64, (b) 64 and (d) 256 concurrent
+each embedding backend (openvino, onnx, onnx-int8, torch) and Infinity (``infinity-emb``,
+installed by benchmarks/peers/infinity-venv into a venv of its own under ~/.cache/labs-api/)
+on the same bundled MiniLM directory, with (a) one request of 64, (b) 64 and (d) 256 concurrent
 one-sentence clients; writes benchmarks/results/embeddings_peers.json.
 """
 
@@ -358,7 +358,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=64, help="sentences per round")
     parser.add_argument("--no-httpx", action="store_true", help="skip the httpx row (b')")
     parser.add_argument("--peers", action="store_true", help="ours vs Infinity, interleaved")
-    parser.add_argument("--backends", default="torch,onnx,onnx-int8",
+    parser.add_argument("--backends", default="openvino,onnx,torch",
                         help="--peers: our embedding backends to run")
     parser.add_argument("--infinity-engines", default="torch,optimum",
                         help="--peers: Infinity engines to run (empty: none)")

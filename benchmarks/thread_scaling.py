@@ -54,6 +54,7 @@ def main() -> None:
     import torch
 
     from labs_api.engines.embedding.onnx_engine import OnnxEmbeddingEngine
+    from labs_api.engines.embedding.openvino_engine import OpenvinoEmbeddingEngine
     from labs_api.engines.embedding.sentence_transformers_engine import (
         SentenceTransformerEngine,
     )
@@ -64,6 +65,8 @@ def main() -> None:
     st = SentenceTransformerEngine("torch", model_dir, local_files_only=True)
     onnx = {n: OnnxEmbeddingEngine(f"onnx-{n}", model_dir, local_files_only=True, threads=n)
             for n in counts}
+    openvino = {n: OpenvinoEmbeddingEngine(f"openvino-{n}", model_dir, local_files_only=True,
+                                           threads=n) for n in counts}
     samples: dict[tuple[str, int], list[float]] = {}
     for target in chat.values():
         chat_rate(target, 1)  # warm-up, and the thread policy's first trials
@@ -73,7 +76,8 @@ def main() -> None:
                 samples.setdefault((f"chat, {streams} streams (tok/s)", n), []).append(
                     chat_rate(chat[n], streams))
             torch.set_num_threads(n)
-            for name, engine in (("torch", st), ("onnx", onnx[n])):
+            for name, engine in (("torch", st), ("onnx", onnx[n]),
+                                 ("openvino", openvino[n])):
                 engine.embed(SENTENCES[:8], "document")
                 started = time.perf_counter()
                 engine.embed(SENTENCES, "document")

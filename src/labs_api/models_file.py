@@ -93,9 +93,10 @@ class EmbeddingEntry(EntryBase):
         "dtype": "embedding_dtype", "threads": "embedding_threads",
         "batch_size": "embedding_batch_size", "max_wait_ms": "embedding_max_wait_ms",
         "max_queue": "embedding_max_queue", "truncate": "embedding_truncate",
-        "backend": "embedding_backend"}
+        "backend": "embedding_backend", "precision": "embedding_precision"}
     dtype: Literal["fp32", "bf16"] = "fp32"
-    backend: Literal["torch", "onnx", "onnx-int8"] = "onnx"
+    backend: Literal["openvino", "onnx", "onnx-int8", "torch"] = "openvino"
+    precision: Literal["auto", "f32"] = "auto"
     threads: int = Field(0, ge=0, le=256)
     batch_size: int = Field(64, ge=1, le=2048)
     max_wait_ms: float = Field(5.0, ge=0, le=1000)

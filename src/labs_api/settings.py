@@ -85,10 +85,16 @@ class Settings(BaseSettings):
     embedding_model: str = Field(DEFAULT_EMBEDDING_MODEL, min_length=1)
 
     # --- Embeddings engine and batching (see README "Embeddings and similarities") ---
-    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "onnx", description="What runs the embedding model: onnx (an ONNX Runtime export made "
-        "locally at first load and cached; the same vectors as torch, faster), torch (the "
-        "reference) or onnx-int8 (the export with int8 weights)"
+    embedding_backend: Literal["openvino", "onnx", "onnx-int8", "torch"] = Field(
+        "openvino", description="What runs the embedding model: openvino (OpenVINO compiles a "
+        "local ONNX export made at first load and cached; bf16 on CPUs with AMX or "
+        "AVX512-BF16, fp32 elsewhere), onnx (that export on ONNX Runtime, fp32), onnx-int8 (the "
+        "export with int8 weights) or torch (the reference). Not set: openvino, else onnx, "
+        "else torch when one cannot be loaded"
+    )
+    embedding_precision: Literal["auto", "f32"] = Field(
+        "auto", description="openvino backend: auto (OpenVINO's choice for this CPU: bf16 "
+        "where AMX or AVX512-BF16 runs it, f32 elsewhere) or f32 everywhere"
     )
     embedding_onnx_fused: bool = Field(
         False, description="onnx backend: fuse the export's attention, LayerNorm and GELU into "

@@ -132,20 +132,23 @@ def test_a_model_with_its_own_prompts_matches_torch(tiny_model_dir, tmp_path):  
     assert cosines(engine.embed(["owls"], "query"), engine.embed(["owls"], "document"))[0] < 0.9999
 
 
-def test_onnx_is_the_default_and_falls_back_to_torch_only_when_not_asked_for(monkeypatch):
+def test_onnx_by_name_raises_where_the_default_falls_back_to_torch(monkeypatch):
     import labs_api.engines.embedding.factory as factory
 
-    assert Settings().embedding_backend == "onnx"
+    tried = []
 
-    def broken(*args, **kwargs):
+    def broken(backend, *args, **kwargs):
+        tried.append(backend)
         raise RuntimeError("no ONNX Runtime here")
 
-    monkeypatch.setattr(factory, "_onnx_engine", broken)
+    monkeypatch.setattr(factory, "_exported_engine", broken)
     engine = load_embedding_engine(DEFAULT_EMBEDDING_MODEL, DEFAULT_EMBEDDING_MODEL, Settings())
-    assert type(engine) is SentenceTransformerEngine  # the default: torch instead, with a log
+    assert type(engine) is SentenceTransformerEngine  # the default: torch at last, with a log
+    assert tried == ["openvino", "onnx"]
     with pytest.raises(RuntimeError, match="no ONNX Runtime here"):  # asked for by name
         load_embedding_engine(DEFAULT_EMBEDDING_MODEL, DEFAULT_EMBEDDING_MODEL,
                               Settings(embedding_backend="onnx"))
+    assert tried[-1] == "onnx"
 
 
 def test_the_default_backend_with_bf16_is_torch_in_bf16():

@@ -29,23 +29,36 @@ def bundled_embedding_path() -> Path:
 
 def load_embedding_engine(source: str, model_id: str, settings: Settings) -> EmbeddingEngine:
     """The bundled MiniLM for the default id (never the Hub); else a HuggingFace id or a
-    sentence-transformers directory."""
+    sentence-transformers directory. A backend asked for by name loads or raises; the default
+    (openvino) falls back to onnx, then torch, with a warning saying why."""
     local_only = False
     if source == DEFAULT_EMBEDDING_MODEL:
         source, local_only = str(bundled_embedding_path()), True
-    if settings.embedding_backend != "torch":
-        if settings.embedding_dtype != "fp32":
-            if "embedding_backend" in settings.model_fields_set:
-                raise ValueError(f"LABS_EMBEDDING_DTYPE={settings.embedding_dtype} applies to "
-                                 f"the torch backend only; the onnx backends run fp32 (or int8)")
-        else:
-            try:
-                return _onnx_engine(source, model_id, settings, local_only)
-            except Exception as exc:
-                if "embedding_backend" in settings.model_fields_set:
-                    raise  # asked for by name: say why it cannot be had
-                log.warning("the default onnx embedding backend is not available for %s (%s: "
-                            "%s); using torch", model_id, type(exc).__name__, exc)
+    chosen = "embedding_backend" in settings.model_fields_set
+    if settings.embedding_dtype != "fp32":
+        if chosen and settings.embedding_backend != "torch":
+            raise ValueError(f"LABS_EMBEDDING_DTYPE={settings.embedding_dtype} applies to the "
+                             f"torch backend only; the {settings.embedding_backend} backend "
+                             f"runs the ONNX export (LABS_EMBEDDING_PRECISION for openvino)")
+        return _torch_engine(source, model_id, settings, local_only)
+    backends = [settings.embedding_backend]
+    if not chosen and settings.embedding_backend == "openvino":
+        backends = ["openvino", "onnx"]
+    for backend in backends:
+        if backend == "torch":
+            break
+        try:
+            return _exported_engine(backend, source, model_id, settings, local_only)
+        except Exception as exc:
+            if chosen:
+                raise  # asked for by name: say why it cannot be had
+            log.warning("the %s embedding backend is not available for %s (%s: %s); trying "
+                        "the next", backend, model_id, type(exc).__name__, exc)
+    return _torch_engine(source, model_id, settings, local_only)
+
+
+def _torch_engine(source: str, model_id: str, settings: Settings,
+                  local_only: bool) -> EmbeddingEngine:
     from labs_api.engines.embedding.sentence_transformers_engine import (
         SentenceTransformerEngine,
     )
@@ -61,20 +74,21 @@ def load_embedding_engine(source: str, model_id: str, settings: Settings) -> Emb
     )
 
 
-def _onnx_engine(source: str, model_id: str, settings: Settings,
-                 local_only: bool) -> EmbeddingEngine:
+def _exported_engine(backend: str, source: str, model_id: str, settings: Settings,
+                     local_only: bool) -> EmbeddingEngine:
+    """The model's transformer exported to ONNX, run by OpenVINO or ONNX Runtime."""
+    common = {"threads": settings.embedding_threads, "hf_token": settings.hf_token,
+              "local_files_only": local_only, "batch_size": settings.embedding_batch_size}
+    if backend == "openvino":
+        from labs_api.engines.embedding.openvino_engine import OpenvinoEmbeddingEngine
+
+        return OpenvinoEmbeddingEngine(model_id, source, precision=settings.embedding_precision,
+                                       **common)
     from labs_api.engines.embedding.onnx_engine import OnnxEmbeddingEngine
 
-    return OnnxEmbeddingEngine(
-        model_id,
-        source,
-        variant="int8" if settings.embedding_backend == "onnx-int8" else "fp32",
-        threads=settings.embedding_threads,
-        hf_token=settings.hf_token,
-        local_files_only=local_only,
-        batch_size=settings.embedding_batch_size,
-        fused=settings.embedding_onnx_fused,
-    )
+    return OnnxEmbeddingEngine(model_id, source,
+                               variant="int8" if backend == "onnx-int8" else "fp32",
+                               fused=settings.embedding_onnx_fused, **common)
 
 
 def load_embedding_batcher(settings: Settings, model_id: str | None = None) -> EmbeddingBatcher:

@@ -74,10 +74,13 @@ class OnnxEmbeddingEngine(SentenceTransformerEngine):
         self.after_transformer = list(self.model)[1:]  # pooling, dense, normalise...
         self.bucketing = True  # off: each call padded to the batch's longest (benchmarks)
         self.call_overhead = buckets.CALL_OVERHEAD_TOKENS
-        log.info("embedding model %s on ONNX Runtime %s (%s, %s, %s)", model_id,
-                 self.ort.__version__, variant,
-                 f"fused {self.fused_ops}" if self.fused_ops else "not fused",
-                 "exported now" if self.exported else "from the cache")
+        log.info("embedding model %s on %s (%s)", model_id, self.runtime_description(),
+                 "exported now" if self.exported else "export from the cache")
+
+    def runtime_description(self) -> str:
+        """What runs the transformer, for the load log line."""
+        fused = f"fused {self.fused_ops}" if self.fused_ops else "not fused"
+        return f"ONNX Runtime {self.ort.__version__} ({self.variant}, {fused})"
 
     def _fuse(self, plain: Path, target: Path, *, config: Any) -> dict[str, int] | None:
         return onnx_fusion.fuse(plain, target, config, self.input_names, self._session)
@@ -127,11 +130,14 @@ class OnnxEmbeddingEngine(SentenceTransformerEngine):
         and the rest in torch."""
         feeds = {name: features[name].numpy().astype(np.int64, copy=False)
                  for name in self.input_names}
-        hidden = self.session.run(["last_hidden_state"], feeds)[0]
-        features["token_embeddings"] = self.torch.from_numpy(hidden)
+        features["token_embeddings"] = self.torch.from_numpy(self._infer(feeds))
         for module in self.after_transformer:
             features = module(features)
         return features["sentence_embedding"].float().numpy()
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """The transformer's last hidden state for these int64 inputs."""
+        return self.session.run(["last_hidden_state"], feeds)[0]
 
     def _features(self, texts: list[str], prompt: str) -> dict[str, Any]:
         """Token ids and masks (and the prompt's length, for pooling that leaves it out), as
