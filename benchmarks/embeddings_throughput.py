@@ -302,8 +302,12 @@ def peers(args: argparse.Namespace) -> None:
     with contextlib.ExitStack() as stack:
         bases: dict[str, str] = {}
         for backend in args.backends.split(","):
-            env = {"LABS_PRELOAD_ON_START": "false", "LABS_EMBEDDING_BACKEND": backend,
+            # openvino-f32: OpenVINO held to f32, what a CPU without bf16 units runs
+            env = {"LABS_PRELOAD_ON_START": "false",
+                   "LABS_EMBEDDING_BACKEND": backend.removesuffix("-f32"),
                    "LABS_EMBEDDING_THREADS": str(threads)}
+            if backend == "openvino-f32":
+                env["LABS_EMBEDDING_PRECISION"] = "f32"
             bases[f"labs-api ({backend})"] = stack.enter_context(labs_server(
                 env, ready_path="/health", log_path=logs / f"labs-embeddings-{backend}.log"))
         for engine in args.infinity_engines.split(","):
@@ -358,7 +362,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=64, help="sentences per round")
     parser.add_argument("--no-httpx", action="store_true", help="skip the httpx row (b')")
     parser.add_argument("--peers", action="store_true", help="ours vs Infinity, interleaved")
-    parser.add_argument("--backends", default="openvino,onnx,torch",
+    parser.add_argument("--backends", default="openvino,openvino-f32,onnx,torch",
                         help="--peers: our embedding backends to run")
     parser.add_argument("--infinity-engines", default="torch,optimum",
                         help="--peers: Infinity engines to run (empty: none)")
