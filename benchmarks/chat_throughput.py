@@ -167,6 +167,7 @@ def llama_cpp_python_server(threads: int, n_ctx: int):
 
 
 LLAMA_SERVER = "llama-server (C++)"
+LLAMA_SERVER_KVU = "llama-server, unified KV"
 PYTHON_SERVER = "llama_cpp.server"
 OURS = "labs-api"
 OURS_SPLIT = "labs-api, KV per slot"
@@ -180,12 +181,14 @@ def llama_server_binary() -> str:
 
 
 @contextlib.contextmanager
-def llama_cpp_server(threads: int, slots: int, n_ctx: int):
-    """llama.cpp's own server: ``-np slots -c slots*n_ctx -t threads``, as in issue 18."""
+def llama_cpp_server(threads: int, slots: int, n_ctx: int, unified: bool = False):
+    """llama.cpp's own server: ``-np slots -c slots*n_ctx -t threads``, as in issue 18;
+    ``unified``: ``-kvu``, one KV pool for all slots (its default when ``-np`` is left to
+    it), as our default."""
     port = free_port()
     command = [llama_server_binary(), "-m", str(bundled_gguf_path()), "-np", str(slots),
                "-c", str(slots * n_ctx), "-t", str(threads), "-tb", str(threads),
-               "--host", "127.0.0.1", "--port", str(port)]
+               "--host", "127.0.0.1", "--port", str(port), *(["-kvu"] if unified else [])]
     with server_process(command, {}, "/health", port) as base:
         yield base
 
@@ -203,6 +206,9 @@ def side_by_side(args: argparse.Namespace) -> None:
             bases[OURS_SPLIT] = stack.enter_context(labs_server(
                 {**ours_env, "LABS_KV_UNIFIED": "false"}))
         bases[LLAMA_SERVER] = stack.enter_context(llama_cpp_server(threads, slots, n_ctx))
+        if args.peer_kvu:
+            bases[LLAMA_SERVER_KVU] = stack.enter_context(llama_cpp_server(
+                threads, slots, n_ctx, unified=True))
         if importlib.util.find_spec("sse_starlette") is not None:
             bases[PYTHON_SERVER] = stack.enter_context(llama_cpp_python_server(threads, n_ctx))
         models = {t: httpx.get(f"{b}/v1/models").json()["data"][0]["id"]
@@ -240,13 +246,16 @@ def side_by_side(args: argparse.Namespace) -> None:
                                    "per round", "TTFT p50 ms", "TTFT p95 ms"], rows)
     ratios = {}
     for clients in levels:
-        peer = summary.get(LLAMA_SERVER, {}).get(clients)
-        for target, label in ((OURS, "our"), (OURS_SPLIT, "our (KV per slot)")):
+        for target, label, peer_name in (
+                (OURS, "our", LLAMA_SERVER), (OURS_SPLIT, "our (KV per slot)", LLAMA_SERVER),
+                (OURS, "our", LLAMA_SERVER_KVU)):
             ours = summary.get(target, {}).get(clients)
+            peer = summary.get(peer_name, {}).get(clients)
+            versus = "llama-server" if peer_name == LLAMA_SERVER else "llama-server -kvu"
             if ours and peer:
-                ratios[f"{clients} clients: {label} aggregate / llama-server"] = (
+                ratios[f"{clients} clients: {label} aggregate / {versus}"] = (
                     ours["aggregate_tok_s"] / peer["aggregate_tok_s"])
-                ratios[f"{clients} clients: {label} TTFT p50 - llama-server's (ms)"] = (
+                ratios[f"{clients} clients: {label} TTFT p50 - {versus}'s (ms)"] = (
                     ours["ttft_p50_ms"] - peer["ttft_p50_ms"])
     print_table("Ratios (issue 18's targets: >= 0.95, <= +10 ms)", ["comparison", "value"],
                 [[k, v] for k, v in ratios.items()])
@@ -309,6 +318,8 @@ def main() -> None:
     parser.add_argument("--side-by-side", action="store_true",
                         help="ours vs llama-server vs llama_cpp.server, interleaved")
     parser.add_argument("--rounds", type=int, default=2, help="side-by-side rounds")
+    parser.add_argument("--peer-kvu", action="store_true",
+                        help="side by side: also llama-server -kvu (one KV pool, as ours)")
     parser.add_argument("--split-kv", action="store_true",
                         help="side by side: also ours with LABS_KV_UNIFIED=false")
     parser.add_argument("--threads", type=int, default=0, help="side by side: threads (0: "

@@ -355,12 +355,21 @@ def test_a_forged_turn_does_not_change_who_speaks(engine):
 
 # -- embeddings: a big request does not hold up small ones --------------------------------------
 
-def test_a_one_sentence_request_answers_in_under_a_second_while_2048_inputs_run():
-    batcher = load_embedding_batcher(Settings())
-    texts = [f"Sentence number {i} is about the weather in a small town by the sea."
-             for i in range(2048)]
+def test_a_one_sentence_request_answers_in_under_a_second_while_a_big_request_runs():
+    """The big request is sized from this engine's measured speed to take about four seconds
+    (at least 2048 inputs): OpenVINO on a bf16 CPU finishes 2048 of them in under one. The
+    queue is opened wide enough to take it whole."""
+    batcher = load_embedding_batcher(Settings(embedding_max_queue=65536))
+
+    def sentences(count: int) -> list[str]:
+        return [f"Sentence number {i} is about the weather in a small town by the sea."
+                for i in range(count)]
 
     async def scenario():
+        started = time.perf_counter()
+        await batcher.embed(sentences(512), "document")
+        per_second = 512 / (time.perf_counter() - started)
+        texts = sentences(max(2048, round(per_second * 4)))
         big = asyncio.ensure_future(batcher.embed(texts, "document"))
         await asyncio.sleep(1.0)  # well into the big one
         started = time.perf_counter()
@@ -368,16 +377,16 @@ def test_a_one_sentence_request_answers_in_under_a_second_while_2048_inputs_run(
         latency = time.perf_counter() - started
         big_done = big.done()
         result = await big
-        return latency, big_done, small, result
+        return latency, big_done, small, result, len(texts)
 
     try:
-        latency, big_done, small, result = asyncio.run(scenario())
+        latency, big_done, small, result, count = asyncio.run(scenario())
     finally:
         batcher.close()
-    print(f"\none sentence answered in {latency * 1000:.0f} ms while 2048 inputs were embedded")
+    print(f"\none sentence answered in {latency * 1000:.0f} ms while {count} inputs were embedded")
     assert not big_done  # it really ran meanwhile
     assert latency < 1.0
-    assert small.vectors.shape == (1, 384) and result.vectors.shape == (2048, 384)
+    assert small.vectors.shape == (1, 384) and result.vectors.shape == (count, 384)
     assert np.allclose(np.linalg.norm(result.vectors, axis=1), 1.0, atol=1e-3)
 
 
