@@ -122,14 +122,21 @@ async def stream_over_http(client: httpx.AsyncClient, url: str, model: str, prom
 
 
 async def run_http_level(base: str, model: str, clients: int, max_tokens: int,
-                         target: str) -> LevelResult:
-    limits = httpx.Limits(max_connections=clients + 4)
+                         target: str, requests: int = 1) -> LevelResult:
+    """``clients`` concurrent streams, each client sending ``requests`` one after another,
+    each on a new connection (llama-server closes some after a stream: reusing them fails)."""
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=0)
+    url = f"{base}/v1/chat/completions"
+
+    async def one_client(i: int) -> list[RequestTiming]:
+        return [await stream_over_http(client, url, model, prompt_for(i + clients * j),
+                                       max_tokens) for j in range(requests)]
+
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         started = time.perf_counter()
-        timings = await asyncio.gather(*(
-            stream_over_http(client, f"{base}/v1/chat/completions", model, prompt_for(i),
-                             max_tokens) for i in range(clients)))
-        return summarise(target, clients, list(timings), time.perf_counter() - started)
+        per_client = await asyncio.gather(*(one_client(i) for i in range(clients)))
+        timings = [timing for client_timings in per_client for timing in client_timings]
+        return summarise(target, clients, timings, time.perf_counter() - started)
 
 
 async def run_engine_level(engine: LlamaCppChatEngine, clients: int,
@@ -224,7 +231,8 @@ def side_by_side(args: argparse.Namespace) -> None:
                     if target == PYTHON_SERVER and clients > 8:
                         continue  # it serves one request at a time: 16 clients take minutes
                     result = asyncio.run(run_http_level(bases[target], models[target],
-                                                        clients, args.max_tokens, target))
+                                                        clients, args.max_tokens, target,
+                                                        args.requests))
                     results.setdefault(target, {}).setdefault(clients, []).append(result)
                     print(f"  round {number + 1}, {clients} clients, {target}: "
                           f"{result.aggregate_tok_s:.1f} tok/s", flush=True)
@@ -261,7 +269,8 @@ def side_by_side(args: argparse.Namespace) -> None:
                 [[k, v] for k, v in ratios.items()])
     write_results("chat_side_by_side", {
         "max_tokens": args.max_tokens, "threads": threads, "slots": slots, "n_ctx": n_ctx,
-        "rounds": args.rounds, "load_average_at_end": load, "summary": summary,
+        "rounds": args.rounds, "requests_per_client": args.requests,
+        "load_average_at_end": load, "summary": summary,
         "ratios": ratios})
 
 
@@ -318,6 +327,9 @@ def main() -> None:
     parser.add_argument("--side-by-side", action="store_true",
                         help="ours vs llama-server vs llama_cpp.server, interleaved")
     parser.add_argument("--rounds", type=int, default=2, help="side-by-side rounds")
+    parser.add_argument("--requests", type=int, default=1,
+                        help="side by side: requests each client sends per round, one after "
+                        "another (more: less noise at one client)")
     parser.add_argument("--peer-kvu", action="store_true",
                         help="side by side: also llama-server -kvu (one KV pool, as ours)")
     parser.add_argument("--split-kv", action="store_true",
