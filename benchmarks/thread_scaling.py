@@ -1,7 +1,15 @@
 """Thread scaling of the engines, called directly (no HTTP): chat (llama.cpp on the bundled
 SmolLM2 GGUF) at LABS_N_THREADS 1 and 2 with 1 and 8 streams, and embeddings (bundled MiniLM,
-torch and onnx) at LABS_EMBEDDING_THREADS 1 and 2, interleaved round by round so background load
-hits every setting alike. More threads than cores is not measured (it only oversubscribes).
+torch, onnx and openvino) at LABS_EMBEDDING_THREADS 1 and 2, the settings interleaved round by
+round so background load hits them alike. More threads than cores is not measured (it only
+oversubscribes).
+
+Chat is measured first, before torch is imported: torch ships its own ``libgomp.so.1``, the same
+soname as the system's that llama.cpp's OpenMP build uses, so in one process both share one
+OpenMP runtime. Once torch's thread pool exists there are more OpenMP threads than cores, and
+libgomp then spins only ~100 times at each barrier before sleeping: llama.cpp's decode, which
+crosses a barrier after every operation, fell to 0.6x (one stream, Xeon, 2 cores: 95 -> 55
+tok/s). The server keeps each engine in its own process, so it never meets this there.
 
     .venv/bin/python benchmarks/thread_scaling.py [--threads 1,2] [--rounds 3]
 
@@ -28,6 +36,7 @@ from labs_api.engines.chat.llama_cpp_engine import (  # noqa: E402
 )
 from labs_api.engines.embedding.factory import bundled_embedding_path  # noqa: E402
 
+EMBED_CALLS = 5  # timed calls of 64 per setting and round (one is 30-200 ms: too noisy alone)
 GREEDY = SamplingParams(max_tokens=64, temperature=0.0, top_p=1.0)
 SENTENCES = [f"Sentence {i} is about {topic} and what happened there last week."
              for i, topic in enumerate(["the harbour", "a library", "the train", "owls"] * 16)]
@@ -51,7 +60,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     counts = [int(x) for x in args.threads.split(",")]
-    import torch
+    samples: dict[tuple[str, int], list[float]] = {}
+    chat = {n: LlamaCppChatEngine(f"chat-{n}", bundled_gguf_path(), LlamaCppOptions(
+        slots=8, threads=n, context_per_slot=1024)) for n in counts}
+    for target in chat.values():
+        chat_rate(target, 1)  # warm-up, and the thread policy's first trials
+    for number in range(args.rounds):
+        for n in counts[number % 2:] + counts[:number % 2]:
+            for streams in (1, 8):
+                samples.setdefault((f"chat, {streams} streams (tok/s)", n), []).append(
+                    chat_rate(chat[n], streams))
+        print(f"  chat round {number + 1} of {args.rounds}", flush=True)
+    for engine in chat.values():
+        engine.close()
+
+    import torch  # only now (see the module's docstring)
 
     from labs_api.engines.embedding.onnx_engine import OnnxEmbeddingEngine
     from labs_api.engines.embedding.openvino_engine import OpenvinoEmbeddingEngine
@@ -60,32 +83,24 @@ def main() -> None:
     )
 
     model_dir = str(bundled_embedding_path())
-    chat = {n: LlamaCppChatEngine(f"chat-{n}", bundled_gguf_path(), LlamaCppOptions(
-        slots=8, threads=n, context_per_slot=1024)) for n in counts}
     st = SentenceTransformerEngine("torch", model_dir, local_files_only=True)
     onnx = {n: OnnxEmbeddingEngine(f"onnx-{n}", model_dir, local_files_only=True, threads=n)
             for n in counts}
     openvino = {n: OpenvinoEmbeddingEngine(f"openvino-{n}", model_dir, local_files_only=True,
                                            threads=n) for n in counts}
-    samples: dict[tuple[str, int], list[float]] = {}
-    for target in chat.values():
-        chat_rate(target, 1)  # warm-up, and the thread policy's first trials
     for number in range(args.rounds):
         for n in counts[number % 2:] + counts[:number % 2]:
-            for streams in (1, 8):
-                samples.setdefault((f"chat, {streams} streams (tok/s)", n), []).append(
-                    chat_rate(chat[n], streams))
             torch.set_num_threads(n)
             for name, engine in (("torch", st), ("onnx", onnx[n]),
                                  ("openvino", openvino[n])):
-                engine.embed(SENTENCES[:8], "document")
+                engine.embed(SENTENCES, "document")  # this shape's first call prepares it
                 started = time.perf_counter()
-                engine.embed(SENTENCES, "document")
+                for _ in range(EMBED_CALLS):
+                    engine.embed(SENTENCES, "document")
+                rate = EMBED_CALLS * len(SENTENCES) / (time.perf_counter() - started)
                 samples.setdefault((f"embeddings {name}, batch of 64 (sentences/s)", n),
-                                   []).append(len(SENTENCES) / (time.perf_counter() - started))
-        print(f"  round {number + 1} of {args.rounds}", flush=True)
-    for engine in chat.values():
-        engine.close()
+                                   []).append(rate)
+        print(f"  embeddings round {number + 1} of {args.rounds}", flush=True)
     load = os.getloadavg()
     measures = sorted({m for m, _ in samples}, key=list(dict.fromkeys(m for m, _ in samples))
                       .index)
