@@ -5,10 +5,11 @@ round so background load hits them alike. More threads than cores is not measure
 oversubscribes).
 
 Chat is measured first, before torch is imported: torch ships its own ``libgomp.so.1``, the same
-soname as the system's, so a llama.cpp built with OpenMP shares torch's runtime in one process,
-and once torch's thread pool exists libgomp barely spins at barriers: decode fell to 0.6x (one
-stream, Xeon, 2 cores: 95 -> 55 tok/s). scripts/build-llama-cpp now builds without OpenMP; the
-order still keeps a user's own OpenMP build (LABS_LLAMA_CMAKE_ARGS) measured fairly.
+soname as the system's that llama.cpp's OpenMP build uses, so in one process both share one
+OpenMP runtime. Once torch's thread pool exists there are more OpenMP threads than cores, and
+libgomp then spins only ~100 times at each barrier before sleeping: llama.cpp's decode, which
+crosses a barrier after every operation, fell to 0.6x (one stream, Xeon, 2 cores: 95 -> 55
+tok/s). The server keeps each engine in its own process, so it never meets this there.
 
     .venv/bin/python benchmarks/thread_scaling.py [--threads 1,2] [--rounds 3]
 

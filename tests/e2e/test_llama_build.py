@@ -54,14 +54,3 @@ def test_scripts_setup_built_it_with_explicit_flags():
     if "-DGGML_NATIVE=OFF" not in flags:
         pytest.skip(f"built with the user's own LABS_LLAMA_CMAKE_ARGS: {flags}")
     assert "-DGGML_AMX_INT8=OFF" in flags and "-DGGML_AVX512=OFF" in flags
-
-
-def test_it_uses_ggmls_own_thread_pool_not_openmp():
-    """torch ships a libgomp.so.1 of its own: an OpenMP llama.cpp in the same process shared
-    that runtime and decoded at 0.6x once torch had computed (see scripts/build-llama-cpp)."""
-    if BUILD_RECORD.is_file() and "-DGGML_OPENMP=OFF" not in BUILD_RECORD.read_text():
-        pytest.skip("built with the user's own LABS_LLAMA_CMAKE_ARGS")
-    info = system_info()
-    assert "OPENMP = 1" not in info, info
-    needed = subprocess.run(["ldd", str(cpu_library())], capture_output=True, text=True).stdout
-    assert "libgomp" not in needed, needed
