@@ -254,12 +254,12 @@ def side_by_side(args: argparse.Namespace) -> None:
                                    "per round", "TTFT p50 ms", "TTFT p95 ms"], rows)
     ratios = {}
     for clients in levels:
-        for target, label, peer_name in (
-                (OURS, "our", LLAMA_SERVER), (OURS_SPLIT, "our (KV per slot)", LLAMA_SERVER),
-                (OURS, "our", LLAMA_SERVER_KVU)):
+        for target, label, peer_name, versus in (
+                (OURS, "our", LLAMA_SERVER, "llama-server"),
+                (OURS_SPLIT, "our (KV per slot)", LLAMA_SERVER, "llama-server"),
+                (OURS, "our", LLAMA_SERVER_KVU, "llama-server -kvu")):
             ours = summary.get(target, {}).get(clients)
             peer = summary.get(peer_name, {}).get(clients)
-            versus = "llama-server" if peer_name == LLAMA_SERVER else "llama-server -kvu"
             if ours and peer:
                 ratios[f"{clients} clients: {label} aggregate / {versus}"] = (
                     ours["aggregate_tok_s"] / peer["aggregate_tok_s"])
