@@ -164,3 +164,38 @@ def test_health_answers_quickly_while_generations_run(base_url, chat_model_id):
     for result in results:
         assert result["choices"][0]["message"]["content"], result
         assert result["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def _thread_events(base_url: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(httpx.get(f"{base_url}/metrics").text):
+        if family.name == "labs_engine_ipc_thread_events":
+            return sum(s.value for s in family.samples
+                       if s.labels.get("model") == "SmolLM2-135M-Instruct")
+    raise AssertionError("no labs_engine_ipc_thread_events in /metrics")
+
+
+def test_streamed_tokens_leave_from_the_decode_thread_in_order(base_url, openai_client,
+                                                               chat_model_id):
+    """Two choices streamed together: each choice's text equals the plain greedy answer, and
+    the worker's decode thread sent the tokens itself (the outlet path), not its loop."""
+    request = dict(model=chat_model_id, max_tokens=24, temperature=0,
+                   messages=[{"role": "user", "content": "Count from one to twenty."}])
+    plain = openai_client.chat.completions.create(**request).choices[0].message.content
+    time.sleep(1.2)  # the worker reports its counts once a second
+    before = _thread_events(base_url)
+    stream = openai_client.chat.completions.create(**request, n=2, stream=True)
+    texts = ["", ""]
+    deltas = 0
+    for chunk in stream:
+        for choice in chunk.choices:
+            if choice.delta.content:
+                texts[choice.index] += choice.delta.content
+                deltas += 1
+    assert texts == [plain, plain]
+    deadline = time.monotonic() + 5
+    while (sent := _thread_events(base_url) - before) < deltas - 2 and time.monotonic() < deadline:
+        time.sleep(0.25)
+    # Every chunk but each choice's last one went out from the decode thread.
+    assert deltas - 2 <= sent <= deltas, (sent, deltas)

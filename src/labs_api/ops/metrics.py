@@ -118,6 +118,10 @@ class ModelCollector(Collector):
         events = CounterMetricFamily(
             "labs_engine_ipc_events", "Events (tokens, results) those messages carried",
             labels=["model", "kind"])
+        thread_events = CounterMetricFamily(
+            "labs_engine_ipc_thread_events", "Of those events, the ones the engine's own "
+            "thread sent (a streamed token that woke no event loop in the worker)",
+            labels=["model", "kind"])
         changes = CounterMetricFamily(
             "labs_model_state_changes", "Times a model entered a state (unloaded, loading, "
             "loaded, failed)", labels=["model", "kind", "state"])
@@ -134,6 +138,8 @@ class ModelCollector(Collector):
                 restarts.add_metric([slot.model_id, slot.kind], float(slot.restarts))
                 messages.add_metric([slot.model_id, slot.kind], float(slot.worker.frames))
                 events.add_metric([slot.model_id, slot.kind], float(slot.worker.events))
+                thread_events.add_metric([slot.model_id, slot.kind],
+                                         float(slot.worker.thread_events))
             ready.add_metric([slot.model_id, slot.kind], 1.0 if slot.state == "ready" else 0.0)
             if slot.load_seconds is not None:
                 load.add_metric([slot.model_id, slot.kind], slot.load_seconds)
@@ -147,8 +153,8 @@ class ModelCollector(Collector):
                 if counts is not None:
                     active.add_metric([slot.model_id], float(counts[0]))
                     waiting.add_metric([slot.model_id], float(counts[1]))
-        yield from (ready, load, active, waiting, restarts, messages, events, changes, memory,
-                    loaded)
+        yield from (ready, load, active, waiting, restarts, messages, events, thread_events,
+                    changes, memory, loaded)
         yield from gpu_memory()
 
 

@@ -18,12 +18,15 @@ import ctypes
 import inspect
 import logging
 import os
+import select
 import signal
 import socket
 import sys
+import threading
 from typing import Any
 
 from labs_api.compute import CPU_WORK
+from labs_api.engines.chat.outlet import CHUNK_OUTLET, ChunkOutlet
 from labs_api.engines.error_report import ErrorReport
 from labs_api.engines.progress import PROGRESS
 from labs_api.engines.remote import EngineHost, public_attributes
@@ -38,13 +41,18 @@ BEAT_SECONDS = 1.0
 
 
 class Outbox:
-    """Events waiting to be sent; the first one of a loop turn schedules the flush."""
+    """Events waiting to be sent; the first one of a loop turn schedules the flush. An engine
+    thread may also write its chunks itself (``send_from_thread``); one lock keeps the two
+    writers' frames whole and in order."""
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, sock: socket.socket) -> None:
         self.writer = writer
+        self.sock = sock
+        self.lock = threading.Lock()
         self.pending: list[tuple[int, str, Any]] = []
         self.frames = 0
         self.events = 0
+        self.thread_events = 0  # of those, sent by an engine thread
 
     def put(self, event: tuple[int, str, Any]) -> None:
         self.pending.append(event)
@@ -59,10 +67,33 @@ class Outbox:
             data = wire.encode(batch)
         except Exception:  # one event would not pickle: send the others, and its error
             data = b"".join(self._encode_alone(event) for event in batch)
-        self.writer.write(data)
-        work = sum(1 for event in batch if event[0] != 0)  # requests' events, not beats
-        self.frames += 1 if work else 0
-        self.events += work
+        with self.lock:
+            self.writer.write(data)
+            self._count(sum(1 for event in batch if event[0] != 0))  # not the beats
+
+    def send_from_thread(self, items: list[tuple[Any, Any]]) -> bool:
+        """Stream items ``(id, item)`` from an engine's thread, written at once (see
+        ``labs_api.engines.chat.outlet``): a token costs this loop no wake-up. Only while
+        nothing the loop wrote is still waiting to go out, so no frame overtakes another."""
+        try:
+            data = wire.encode([(rid, "item", item) for rid, item in items])
+        except Exception:
+            return False  # the loop's path reports what would not pickle
+        with self.lock:
+            transport = self.writer.transport
+            if transport.is_closing() or transport.get_write_buffer_size():
+                return False
+            try:
+                _send_all(self.sock, data)
+            except OSError:
+                return False  # the server has gone; the loop sees it too
+            self._count(len(items))
+            self.thread_events += len(items)
+        return True
+
+    def _count(self, events: int) -> None:
+        self.frames += 1 if events else 0
+        self.events += events
 
     @staticmethod
     def _encode_alone(event: tuple[int, str, Any]) -> bytes:
@@ -72,6 +103,21 @@ class Outbox:
             rid = event[0]
             return wire.encode([(rid, "error", ErrorReport.of(
                 TypeError(f"the engine's {event[1]} could not be sent: {exc}")))])
+
+
+def _send_all(sock: socket.socket, data: bytes) -> None:
+    """All of ``data`` on the loop's non-blocking socket, waiting while the server's side is
+    full (it reads all the time; a frame must never be left half written)."""
+    view = memoryview(data)
+    poller = None
+    while view:
+        try:
+            view = view[sock.send(view):]
+        except BlockingIOError:
+            if poller is None:
+                poller = select.poll()
+                poller.register(sock, select.POLLOUT)
+            poller.poll(1000)
 
 
 class WorkerServer:
@@ -113,6 +159,7 @@ class WorkerServer:
 
     async def _stream(self, rid: int, method: str, args: tuple[Any, ...]) -> None:
         items = None
+        CHUNK_OUTLET.set(ChunkOutlet(self.outbox, rid))  # this task's context only
         try:
             items = self._method(method)(*args)
             async for item in items:
@@ -139,14 +186,15 @@ async def beat(outbox: Outbox, host: list[EngineHost]) -> None:
     while True:
         stats = host[0].queue_stats() if host else None
         outbox.put((0, "beat", {"progress": PROGRESS.count + outbox.events, "queue": stats,
-                                "frames": outbox.frames, "events": outbox.events}))
+                                "frames": outbox.frames, "events": outbox.events,
+                                "thread_events": outbox.thread_events}))
         await asyncio.sleep(BEAT_SECONDS)
 
 
 async def serve(fd: int) -> None:
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_connection(sock=sock, limit=wire.MAX_FRAME_BYTES)
-    outbox = Outbox(writer)
+    outbox = Outbox(writer, sock)
     init = await wire.read(reader)
     if init is None:
         return

@@ -128,6 +128,7 @@ class EngineWorker:
         self.queue: tuple[int, int] | None = None
         self.frames = 0
         self.events = 0
+        self.thread_events = 0  # events the engine's thread sent itself (outlet.py)
         self.crashes = CrashMemory(options.crash_memory, options.crash_memory_s)
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
@@ -138,7 +139,7 @@ class EngineWorker:
         self._closing = False
         self._updated: list[Callable[[dict[str, Any]], None]] = []
         self._quick_crashes = 0  # crashes in a row, each soon after a start
-        self._totals_before = (0, 0)  # frames and events of the runs before this one
+        self._totals_before = (0, 0, 0)  # frames, events, thread events of earlier runs
         self._stalled = False
 
     @property
@@ -297,6 +298,7 @@ class EngineWorker:
             # Totals over every run of the worker (each new process counts from zero).
             self.frames = self._totals_before[0] + payload["frames"]
             self.events = self._totals_before[1] + payload["events"]
+            self.thread_events = self._totals_before[2] + payload["thread_events"]
             if payload["progress"] != self._progress:
                 self._progress = payload["progress"]
                 self._note_progress()
@@ -323,7 +325,7 @@ class EngineWorker:
         if self._closing:
             return
         self._run = None
-        self._totals_before = (self.frames, self.events)
+        self._totals_before = (self.frames, self.events, self.thread_events)
         stall = f"no progress for {self.options.stall_seconds:g} s"
         self.last_exit = stall if self._stalled else describe_exit(code)
         self._stalled = False

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labs_api.engines.chat.base import GenerationChunk, SamplingParams, TokenLogprob
+from labs_api.engines.chat.outlet import ChunkOutlet, Outlet
 from labs_api.engines.errors import EngineBusy
 
 #: One member of a group: its prompt, its parameters, and (optionally) an engine-specific
@@ -33,7 +34,8 @@ class StepDeliveries:
     Delivered one ``call_soon_threadsafe`` at a time, a step's chunks reach the loop spread over
     several of its turns (the engine thread and the loop take turns at the GIL), so an engine
     worker would send them as several messages. Gathered, they arrive together: one message
-    per step for all its slots.
+    per step for all its slots. Groups with a :class:`ChunkOutlet` send their plain chunks
+    through it, one call per outlet per step, without waking the loop.
     """
 
     _local = threading.local()
@@ -42,10 +44,13 @@ class StepDeliveries:
     @contextlib.contextmanager
     def gathered(cls) -> Any:
         cls._local.pending = pending = {}
+        cls._local.direct = direct = {}
         try:
             yield
         finally:
-            cls._local.pending = None
+            cls._local.pending = cls._local.direct = None
+            for outlet, items in direct.items():
+                cls._send_direct(outlet, items, pending)
             for loop, batch in pending.items():
                 try:
                     loop.call_soon_threadsafe(_put_all, batch)
@@ -53,14 +58,38 @@ class StepDeliveries:
                     for group, _, _ in batch:
                         group.cancel()
 
+    @staticmethod
+    def _send_direct(outlet: Outlet, items: list[tuple[RequestGroup, tuple[int, Any]]],
+                     pending: dict[Any, list[Any]]) -> None:
+        sendable = [(group.outlet.key, item) for group, item in items
+                    if group.outlet is not None]
+        if len(sendable) == len(items) and outlet.send_from_thread(sendable):
+            return
+        # The outlet cannot take them: they go by the loop, ahead of the same groups' final
+        # chunks of this step, and so does everything after them (order is kept that way).
+        by_loop: dict[Any, list[Any]] = {}
+        for group, item in items:
+            group.outlet = None
+            by_loop.setdefault(group.loop, []).append((group, group.output, item))
+        for loop, batch in by_loop.items():
+            pending[loop] = batch + pending.get(loop, [])
+
     @classmethod
     def add(cls, group: RequestGroup, item: tuple[int, Any]) -> bool:
         """Gather ``item`` if a step is being gathered on this thread; False if not."""
         pending = getattr(cls._local, "pending", None)
         if pending is None:
             return False
-        pending.setdefault(group.loop, []).append((group, group.output, item))
+        if group.outlet is not None and _plain_chunk(item[1]):
+            cls._local.direct.setdefault(group.outlet.outlet, []).append((group, item))
+        else:
+            pending.setdefault(group.loop, []).append((group, group.output, item))
         return True
+
+
+def _plain_chunk(item: Any) -> bool:
+    """A chunk that is not a generation's last (nor an error)."""
+    return isinstance(item, GenerationChunk) and item.finish_reason is None
 
 
 def _put_all(batch: list[tuple[Any, asyncio.Queue, tuple[int, Any]]]) -> None:
@@ -71,8 +100,10 @@ def _put_all(batch: list[tuple[Any, asyncio.Queue, tuple[int, Any]]]) -> None:
 class RequestGroup:
     """The generations of one request: one output queue of ``(index, chunk | error)``."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 outlet: ChunkOutlet | None = None) -> None:
         self.loop = loop
+        self.outlet = outlet  # plain chunks go here from the engine's thread (see outlet.py)
         self.output: asyncio.Queue[tuple[int, GenerationChunk | BaseException]] = \
             asyncio.Queue()
         self.members: list[GenerationRequest] = []
@@ -81,6 +112,8 @@ class RequestGroup:
         """Called from the engine's thread. False when nobody is listening any more."""
         if StepDeliveries.add(self, (index, item)):
             return True
+        if _plain_chunk(item):
+            self.outlet = None  # by the loop from now on, so no later chunk overtakes this one
         try:
             self.loop.call_soon_threadsafe(self.output.put_nowait, (index, item))
             return True
@@ -141,11 +174,13 @@ class AdmissionQueue:
                                   lambda: 1 if has_room() else 0)
         return _single(group)
 
-    def submit_group(self, items: list[GroupItem],
-                     free_slots: Callable[[], int]) -> GroupStream:
+    def submit_group(self, items: list[GroupItem], free_slots: Callable[[], int],
+                     outlet: ChunkOutlet | None = None) -> GroupStream:
         """Queue every generation of a request, or none: 503 at once when they do not all
-        fit in the free slots plus the room left in the queue."""
-        group = RequestGroup(asyncio.get_running_loop())
+        fit in the free slots plus the room left in the queue. With ``outlet``, the plain
+        chunks go there from the engine's thread and the stream yields only the last chunk
+        of each generation."""
+        group = RequestGroup(asyncio.get_running_loop(), outlet)
         group.members = [GenerationRequest(prompt, params, group, index, prepared=prepared)
                          for index, (prompt, params, prepared) in enumerate(items)]
         with self.wakeup:

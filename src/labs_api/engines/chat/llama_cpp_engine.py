@@ -20,6 +20,7 @@ from labs_api.engines.chat.chat_template import CHATML_TEMPLATE, ChatTemplate, r
 from labs_api.engines.chat.grammar import compile_constraint, grammar_for, largest_count
 from labs_api.engines.chat.llama_cpp_model import ContextShape, LlamaCppModel
 from labs_api.engines.chat.llama_cpp_scheduler import LlamaCppScheduler
+from labs_api.engines.chat.outlet import CHUNK_OUTLET, ChunkOutlet
 
 
 def default_thread_count() -> int:
@@ -133,10 +134,12 @@ class LlamaCppChatEngine(ChatEngine):
     async def stream_group(
         self, items: list[tuple[list[int], SamplingParams]]
     ) -> AsyncIterator[tuple[int, GenerationChunk]]:
-        """The generations of one request, admitted, cancelled and failed together."""
+        """The generations of one request, admitted, cancelled and failed together. Under a
+        ``CHUNK_OUTLET`` (an engine worker) only each generation's last chunk is yielded: the
+        others went through the outlet."""
         for prompt, params in items:
             self.check_prompt(prompt, params)
-        group = await self._submit(items)
+        group = await self._submit(items, CHUNK_OUTLET.get())
         try:
             async for event in group:
                 yield event
@@ -144,6 +147,7 @@ class LlamaCppChatEngine(ChatEngine):
             await group.aclose()  # type: ignore[attr-defined]
 
     async def _submit(self, items: list[tuple[list[int], SamplingParams]],
+                      outlet: ChunkOutlet | None = None,
                       ) -> AsyncIterator[tuple[int, GenerationChunk]]:
         if any(params.constraint is not None for _, params in items):
             grammars = await asyncio.to_thread(self._compile_grammars, items)
@@ -152,7 +156,7 @@ class LlamaCppChatEngine(ChatEngine):
         # On a 503 the queue frees the grammars itself.
         return self.scheduler.submit_group(
             [(prompt, params, grammar)
-             for (prompt, params), grammar in zip(items, grammars, strict=True)])
+             for (prompt, params), grammar in zip(items, grammars, strict=True)], outlet)
 
     def _compile_grammars(self, items: list[tuple[list[int], SamplingParams]]) -> list:
         """One compiled grammar per generation; each distinct constraint is converted and

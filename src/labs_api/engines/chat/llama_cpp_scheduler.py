@@ -29,6 +29,7 @@ from labs_api.engines.chat.admission import (
 )
 from labs_api.engines.chat.base import GenerationChunk, SamplingParams, TokenLogprob
 from labs_api.engines.chat.llama_cpp_model import DecodeError, LlamaCppModel
+from labs_api.engines.chat.outlet import ChunkOutlet
 from labs_api.engines.chat.prompt_cache import PromptCache, common_prefix
 from labs_api.engines.chat.stop_text import StopSequenceFilter
 from labs_api.engines.chat.thread_policy import MeasuredThreadPolicy
@@ -87,11 +88,12 @@ class LlamaCppScheduler:
         """Queue a generation; raises 503 at once when the queue is full."""
         return self.queue.submit(prompt, params, self._has_free_slot, grammar)
 
-    def submit_group(self, items: list[GroupItem]) -> AsyncIterator[tuple[int, GenerationChunk]]:
+    def submit_group(self, items: list[GroupItem], outlet: ChunkOutlet | None = None,
+                     ) -> AsyncIterator[tuple[int, GenerationChunk]]:
         """Queue the generations of one request together; 503 at once for all of them when
         they do not all fit. Each item's third element is its compiled grammar sampler (or
-        None), which the scheduler then owns."""
-        return self.queue.submit_group(items, self._free_slots)
+        None), which the scheduler then owns. ``outlet``: see ``AdmissionQueue``."""
+        return self.queue.submit_group(items, self._free_slots, outlet)
 
     def active_count(self) -> int:
         return sum(1 for s in self.slots if s.request is not None)
