@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
@@ -15,18 +15,19 @@ from labs_api.errors import APIError, api_error_for
 
 log = logging.getLogger("labs_api.sse")
 
-DONE = "data: [DONE]\n\n"
+DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def sse_event(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, separators=(',', ':'), ensure_ascii=False)}\n\n"
+def sse_event(payload: dict[str, Any]) -> bytes:
+    """One ``data:`` event, compact UTF-8 JSON (orjson: a token's chunk is encoded without a
+    Python-level encoder, which on a busy 2-core machine is a measurable share of a token)."""
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-def typed_sse_event(event: dict[str, Any]) -> str:
+def typed_sse_event(event: dict[str, Any]) -> bytes:
     """An ``event: <type>`` line before the data, as the Responses and Anthropic streams send."""
-    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {event['type']}\ndata: {data}\n\n"
+    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 def in_band_error(exc: Exception, what: str) -> APIError:
@@ -42,10 +43,10 @@ def in_band_error(exc: Exception, what: str) -> APIError:
 
 
 async def sse_stream(events: AsyncIterator[dict[str, Any]], *,
-                     encode: Callable[[dict[str, Any]], str] = sse_event,
+                     encode: Callable[[dict[str, Any]], bytes] = sse_event,
                      error_event: Callable[[APIError], dict[str, Any]] = lambda error: error.body(),
-                     done: str | None = DONE,
-                     what: str = "stream") -> AsyncIterator[str]:
+                     done: bytes | None = DONE,
+                     what: str = "stream") -> AsyncIterator[bytes]:
     """Encode ``events``; an error after the first byte is sent in-band (``error_event``),
     then ``done`` if any (OpenAI's ``[DONE]``; Anthropic's stream has none)."""
     try:

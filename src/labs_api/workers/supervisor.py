@@ -30,6 +30,7 @@ from typing import Any
 from labs_api.engines.error_report import ErrorReport
 from labs_api.engines.errors import EngineFailed, EngineUnavailable, InvalidRequest
 from labs_api.workers import wire
+from labs_api.workers.frames import FrameProtocol
 
 log = logging.getLogger("labs_api.workers")
 
@@ -48,26 +49,54 @@ class WorkerOptions:
     log_level: str = "info"
 
 
+class _Mailbox:
+    """A stream's items in arrival order, for its one reader: an asyncio.Queue without the
+    bookkeeping (no size bound, one waiter), since every token passes through it."""
+
+    __slots__ = ("items", "waiter")
+
+    def __init__(self) -> None:
+        self.items: collections.deque[Any] = collections.deque()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: Any) -> None:
+        self.items.append(item)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self.items:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        return self.items.popleft()
+
+
 @dataclass
 class _Pending:
     fingerprint: str
     future: asyncio.Future[Any] | None = None  # a call
-    queue: asyncio.Queue[Any] | None = None  # a stream
+    mailbox: _Mailbox | None = None  # a stream
 
     def fail(self, error: BaseException) -> None:
         if self.future is not None and not self.future.done():
             self.future.set_exception(error)
-        if self.queue is not None:
-            self.queue.put_nowait(error)
+        if self.mailbox is not None:
+            self.mailbox.put(error)
 
 
 @dataclass
 class _Process:
-    """One run of the worker: the child process and its socket."""
+    """One run of the worker: the child process, its socket's transport and the protocol
+    reading it; ``ended`` is done once the socket has ended."""
 
     process: asyncio.subprocess.Process
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    transport: Any  # asyncio's or uvloop's (not an asyncio.Transport subclass)
+    frames: FrameProtocol
+    ended: asyncio.Future[None]
     started: float = field(default_factory=time.monotonic)
 
 
@@ -168,21 +197,29 @@ class EngineWorker:
                 pass_fds=(child_end.fileno(),), stdin=asyncio.subprocess.DEVNULL)
         finally:
             child_end.close()
-        reader, writer = await asyncio.open_connection(sock=parent_end,
-                                                       limit=wire.MAX_FRAME_BYTES)
-        run = _Process(process, reader, writer)
-        writer.write(wire.encode(("init", {
+        loop = asyncio.get_running_loop()
+        handshake: asyncio.Queue[Any] = asyncio.Queue()
+        transport, frames = await loop.create_connection(
+            lambda: FrameProtocol(handshake.put_nowait), sock=parent_end)
+        run = _Process(process, transport, frames, loop.create_future())
+        transport.write(wire.encode(("init", {
             "name": f"{self.kind} {self.name}", "kind": self.kind, "load": self.load,
             "log_level": self.options.log_level, "cpu_work": self.cpu_work})))
         log.info("started the %s worker for %s (pid %d)", self.kind, self.name, process.pid)
         while True:
-            batch = await wire.read(reader)
+            batch = await handshake.get()
             if batch is None:
                 code = await process.wait()
                 raise EngineFailed(f"The {self.kind} worker for '{self.name}' died while "
                                    f"loading ({describe_exit(code)}).")
             for _, what, payload in batch:
                 if what == "ready":
+                    early = []  # whatever came after "ready" before the listening starts
+                    while not handshake.empty():
+                        early.append(handshake.get_nowait())
+                    frames.handler = lambda message: self._on_frames(run, message)
+                    for message in early:
+                        self._on_frames(run, message)
                     return run, payload
                 if what == "failed":
                     await self._end(run)
@@ -191,7 +228,7 @@ class EngineWorker:
 
     def _watch(self) -> None:
         assert self._run is not None
-        for job in (self._read(self._run), self._watchdog(self._run)):
+        for job in (self._until_ended(self._run), self._watchdog(self._run)):
             task = asyncio.create_task(job)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -218,8 +255,8 @@ class EngineWorker:
         return rid, pending
 
     def _send(self, message: tuple[Any, ...]) -> None:
-        if self._run is not None and not self._run.writer.is_closing():
-            self._run.writer.write(wire.encode(message))
+        if self._run is not None and not self._run.transport.is_closing():
+            self._run.transport.write(wire.encode(message))
 
     def _unavailable(self) -> EngineUnavailable:
         if self.state == "failed":
@@ -245,12 +282,12 @@ class EngineWorker:
 
     async def stream(self, method: str, *args: Any) -> AsyncIterator[Any]:
         rid, pending = self._admit(method, args)
-        pending.queue = asyncio.Queue()
+        pending.mailbox = mailbox = _Mailbox()
         finished = False
         try:
             self._send(("stream", rid, method, args))
             while True:
-                item = await pending.queue.get()
+                item = await mailbox.get()
                 if item is _END:
                     finished = True
                     return
@@ -268,27 +305,34 @@ class EngineWorker:
 
     # -- listening ---------------------------------------------------------------------------
 
-    async def _read(self, run: _Process) -> None:
-        while (batch := await wire.read(run.reader)) is not None:
-            for rid, what, payload in batch:
-                if rid == 0:
-                    self._worker_event(what, payload)
-                    continue
-                self._note_progress()
-                pending = self._pending.get(rid)
-                if pending is None:
-                    continue  # given up on already
-                if what == "item":
-                    assert pending.queue is not None
-                    pending.queue.put_nowait(payload)
-                elif what == "end":
-                    assert pending.queue is not None
-                    pending.queue.put_nowait(_END)
-                elif what == "result":
-                    if pending.future is not None and not pending.future.done():
-                        pending.future.set_result(payload)
-                elif what == "error":
-                    pending.fail(payload.rebuild())
+    def _on_frames(self, run: _Process, batch: list[tuple[int, str, Any]] | None) -> None:
+        """One frame from the worker (a batch of events), or None: its socket has ended."""
+        if batch is None:
+            if not run.ended.done():
+                run.ended.set_result(None)
+            return
+        for rid, what, payload in batch:
+            if rid == 0:
+                self._worker_event(what, payload)
+                continue
+            self._progress_at = time.monotonic()
+            pending = self._pending.get(rid)
+            if pending is None:
+                continue  # given up on already
+            if what == "item":
+                assert pending.mailbox is not None
+                pending.mailbox.put(payload)
+            elif what == "end":
+                assert pending.mailbox is not None
+                pending.mailbox.put(_END)
+            elif what == "result":
+                if pending.future is not None and not pending.future.done():
+                    pending.future.set_result(payload)
+            elif what == "error":
+                pending.fail(payload.rebuild())
+
+    async def _until_ended(self, run: _Process) -> None:
+        await run.ended
         if run is self._run:
             await self._crashed(run, await run.process.wait())
 
@@ -349,7 +393,7 @@ class EngineWorker:
                     "request; it is restarting. Retry shortly.",
                     retry_after=max(1, round(self._backoff())), code="engine_restarting"))
         with contextlib.suppress(Exception):
-            run.writer.close()
+            run.transport.close()
         task = asyncio.create_task(self._restart(time.monotonic() - run.started))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -406,7 +450,7 @@ class EngineWorker:
     @staticmethod
     async def _end(run: _Process, timeout_s: float = 10.0) -> None:
         with contextlib.suppress(Exception):
-            run.writer.close()
+            run.transport.close()
         try:
             await asyncio.wait_for(run.process.wait(), timeout_s)
         except (asyncio.TimeoutError, asyncio.CancelledError):

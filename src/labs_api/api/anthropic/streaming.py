@@ -82,7 +82,7 @@ async def _events(chunks: AsyncIterator[dict[str, Any]], message_id: str, model:
                 finish = choice["finish_reason"]
 
 
-async def event_stream(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+async def event_stream(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     """Encode ``events`` as SSE; an error once the response has begun is an ``error`` event."""
     async for line in sse_stream(events, encode=typed_sse_event, done=None, what="messages stream",
                                  error_event=lambda error: anthropic_error_body(

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from labs_api.api.responses.serving import Prepared, ResponsesService
 
 
-async def encoded(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+async def encoded(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     try:
         async for event in events:
             yield typed_sse_event(event)
