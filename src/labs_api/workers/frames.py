@@ -14,7 +14,7 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
-from labs_api.workers.wire import HEADER, MAX_FRAME_BYTES
+from labs_api.workers.wire import HEADER, check_size
 
 
 class FrameProtocol(asyncio.Protocol):
@@ -52,8 +52,7 @@ class FrameProtocol(asyncio.Protocol):
         pos, size_all = 0, len(data)
         while size_all - pos >= HEADER.size:
             (size,) = HEADER.unpack_from(data, pos)
-            if size > MAX_FRAME_BYTES:
-                raise ValueError(f"a {size}-byte frame is over the {MAX_FRAME_BYTES} limit")
+            check_size(size)
             end = pos + HEADER.size + size
             if end > size_all:
                 break

@@ -90,12 +90,11 @@ class _Pending:
 
 @dataclass
 class _Process:
-    """One run of the worker: the child process, its socket's transport and the protocol
-    reading it; ``ended`` is done once the socket has ended."""
+    """One run of the worker: the child process and its socket's transport; ``ended`` is
+    done once the socket has ended."""
 
     process: asyncio.subprocess.Process
     transport: Any  # asyncio's or uvloop's (not an asyncio.Transport subclass)
-    frames: FrameProtocol
     ended: asyncio.Future[None]
     started: float = field(default_factory=time.monotonic)
 
@@ -201,7 +200,7 @@ class EngineWorker:
         handshake: asyncio.Queue[Any] = asyncio.Queue()
         transport, frames = await loop.create_connection(
             lambda: FrameProtocol(handshake.put_nowait), sock=parent_end)
-        run = _Process(process, transport, frames, loop.create_future())
+        run = _Process(process, transport, loop.create_future())
         transport.write(wire.encode(("init", {
             "name": f"{self.kind} {self.name}", "kind": self.kind, "load": self.load,
             "log_level": self.options.log_level, "cpu_work": self.cpu_work})))
@@ -315,7 +314,7 @@ class EngineWorker:
             if rid == 0:
                 self._worker_event(what, payload)
                 continue
-            self._progress_at = time.monotonic()
+            self._note_progress()
             pending = self._pending.get(rid)
             if pending is None:
                 continue  # given up on already

@@ -14,6 +14,12 @@ HEADER = struct.Struct("!I")
 MAX_FRAME_BYTES = 1 << 30
 
 
+def check_size(size: int) -> None:
+    """Refuse a frame header announcing more than either side accepts."""
+    if size > MAX_FRAME_BYTES:
+        raise ValueError(f"a {size}-byte frame is over the {MAX_FRAME_BYTES} limit")
+
+
 def encode(message: Any) -> bytes:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     if len(data) > MAX_FRAME_BYTES:
@@ -26,8 +32,7 @@ async def read(reader: asyncio.StreamReader) -> Any:
     try:
         header = await reader.readexactly(HEADER.size)
         (size,) = HEADER.unpack(header)
-        if size > MAX_FRAME_BYTES:
-            raise ValueError(f"a {size}-byte frame is over the {MAX_FRAME_BYTES} limit")
+        check_size(size)
         return pickle.loads(await reader.readexactly(size))
     except (asyncio.IncompleteReadError, ConnectionError):
         return None
