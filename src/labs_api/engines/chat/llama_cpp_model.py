@@ -238,6 +238,20 @@ class LlamaCppModel:
         add(lib.llama_sampler_init_dist(seed))
         return chain
 
+    @staticmethod
+    def plain_greedy(params: SamplingParams) -> bool:
+        """Whether ``new_sampler`` makes a chain of llama.cpp's greedy sampler alone (no bias,
+        no penalties): its token is then ``greedy_token``'s, drawn without the chain."""
+        return (params.temperature <= 0.0 and not params.logit_bias
+                and not (params.frequency_penalty or params.presence_penalty))
+
+    def greedy_token(self, batch_index: int) -> int:
+        """The most likely token at ``batch_index``: the first of the largest logits, as
+        llama.cpp's greedy sampler picks it, without copying the vocabulary into a candidate
+        array (``llama_sampler_sample`` does that: ~50 us per token against ~6 us here)."""
+        pointer = self.lib.llama_get_logits_ith(self.ctx, batch_index)
+        return int(np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).argmax())
+
     # -- output grammars (thread-safe: they touch only the vocabulary) ----------------------
 
     def compile_grammar(self, grammar: str) -> Any:

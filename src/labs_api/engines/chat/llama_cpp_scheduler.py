@@ -48,6 +48,7 @@ class Slot:
     request: GenerationRequest | None = None
     pending: list[int] = field(default_factory=list)  # tokens to feed in the next steps
     sampler: Any = None
+    greedy: bool = False  # the sampler is llama.cpp's greedy alone: take the argmax instead
     grammar: Any = None  # the request's own grammar sampler (owned by the slot while it runs)
     decoder: Any = None
     stops: StopSequenceFilter | None = None
@@ -207,6 +208,7 @@ class LlamaCppScheduler:
         slot.cached = request.prompt[:keep]
         slot.pending = request.prompt[keep:]
         slot.sampler = sampler
+        slot.greedy = model.plain_greedy(params)
         slot.logprobs = []
         slot.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         slot.stops = StopSequenceFilter(params.stop)
@@ -284,6 +286,9 @@ class LlamaCppScheduler:
         model = self.model
         for slot in active:
             if slot.logits_index >= 0 and slot.request is not None:
+                if slot.greedy and slot.grammar is None:
+                    self._advance(slot, model.greedy_token(slot.logits_index))
+                    continue
                 params = slot.request.params
                 token = model.sample(
                     slot.sampler, slot.logits_index, slot.grammar,
