@@ -38,7 +38,7 @@ def test_argmax_equals_llama_cpp_greedy_sampler_for_each_sequence_of_a_batch():
         lengths = [0] * len(sequences)
         feed = [list(tokens) for tokens in sequences]
         compared = 0
-        for _step in range(24):
+        for step in range(24):
             model.batch_clear()
             where = []
             for sequence, tokens in enumerate(feed):
@@ -51,7 +51,7 @@ def test_argmax_equals_llama_cpp_greedy_sampler_for_each_sequence_of_a_batch():
             for sequence, index in enumerate(where):
                 ours = model.greedy_token(index)
                 theirs = int(model.lib.llama_sampler_sample(sampler, model.ctx, index))
-                assert ours == theirs, (sequence, _step)
+                assert ours == theirs, (sequence, step)
                 feed[sequence] = [ours]
                 compared += 1
         assert compared == 24 * len(PROMPTS)

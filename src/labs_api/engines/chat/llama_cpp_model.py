@@ -21,6 +21,11 @@ from labs_api.engines.optional import require
 log = logging.getLogger("labs_api.llama_cpp")
 
 
+def penalised(params: SamplingParams) -> bool:
+    """Whether the request's sampler chain has llama.cpp's penalty sampler (it keeps state)."""
+    return bool(params.frequency_penalty or params.presence_penalty)
+
+
 @contextlib.contextmanager
 def native_stderr_silenced() -> Iterator[None]:
     """llama.cpp prints thousands of lines to stderr (fd 2) while it loads a model; hide them
@@ -223,7 +228,7 @@ class LlamaCppModel:
             biases = (lib.llama_logit_bias * len(params.logit_bias))(
                 *(lib.llama_logit_bias(token, bias) for token, bias in params.logit_bias))
             add(lib.llama_sampler_init_logit_bias(self.n_vocab, len(params.logit_bias), biases))
-        if params.frequency_penalty or params.presence_penalty:
+        if penalised(params):
             add(lib.llama_sampler_init_penalties(self.n_vocab, self.context_per_slot, 1.0,
                                                  params.frequency_penalty,
                                                  params.presence_penalty))
@@ -242,8 +247,7 @@ class LlamaCppModel:
     def plain_greedy(params: SamplingParams) -> bool:
         """Whether ``new_sampler`` makes a chain of llama.cpp's greedy sampler alone (no bias,
         no penalties): its token is then ``greedy_token``'s, drawn without the chain."""
-        return (params.temperature <= 0.0 and not params.logit_bias
-                and not (params.frequency_penalty or params.presence_penalty))
+        return params.temperature <= 0.0 and not params.logit_bias and not penalised(params)
 
     def greedy_token(self, batch_index: int) -> int:
         """The most likely token at ``batch_index``: the first of the largest logits, as

@@ -28,7 +28,7 @@ from labs_api.engines.chat.admission import (
     deliver_final,
 )
 from labs_api.engines.chat.base import GenerationChunk, SamplingParams, TokenLogprob
-from labs_api.engines.chat.llama_cpp_model import DecodeError, LlamaCppModel
+from labs_api.engines.chat.llama_cpp_model import DecodeError, LlamaCppModel, penalised
 from labs_api.engines.chat.outlet import ChunkOutlet
 from labs_api.engines.chat.prompt_cache import PromptCache, common_prefix
 from labs_api.engines.chat.stop_text import StopSequenceFilter
@@ -48,7 +48,7 @@ class Slot:
     request: GenerationRequest | None = None
     pending: list[int] = field(default_factory=list)  # tokens to feed in the next steps
     sampler: Any = None
-    greedy: bool = False  # the sampler is llama.cpp's greedy alone: take the argmax instead
+    greedy: bool = False  # llama.cpp's greedy sampler alone, no grammar: take the argmax
     grammar: Any = None  # the request's own grammar sampler (owned by the slot while it runs)
     decoder: Any = None
     stops: StopSequenceFilter | None = None
@@ -208,7 +208,7 @@ class LlamaCppScheduler:
         slot.cached = request.prompt[:keep]
         slot.pending = request.prompt[keep:]
         slot.sampler = sampler
-        slot.greedy = model.plain_greedy(params)
+        slot.greedy = slot.grammar is None and model.plain_greedy(params)
         slot.logprobs = []
         slot.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         slot.stops = StopSequenceFilter(params.stop)
@@ -286,14 +286,14 @@ class LlamaCppScheduler:
         model = self.model
         for slot in active:
             if slot.logits_index >= 0 and slot.request is not None:
-                if slot.greedy and slot.grammar is None:
+                if slot.greedy:
                     self._advance(slot, model.greedy_token(slot.logits_index))
                     continue
                 params = slot.request.params
                 token = model.sample(
                     slot.sampler, slot.logits_index, slot.grammar,
                     also_consider=tuple(t for t, _ in params.logit_bias),
-                    stateless=not (params.frequency_penalty or params.presence_penalty))
+                    stateless=not penalised(params))
                 if token is None:  # the output grammar allows nothing more: cut it here
                     self._finish(slot, "length")
                 else:

@@ -1,0 +1,89 @@
+"""A quick paired comparison of our server (in one or more configurations) with llama.cpp's
+``llama-server``: one request at a time, the servers taking turns (A B A B, the order reversed
+every other pair), so each ratio compares two runs seconds apart. On a noisy machine it separates
+a 1-2% change that a side-by-side table of medians cannot.
+
+    .venv/bin/python benchmarks/chat_paired_probe.py [--pairs 40] [--max-tokens 64] [--clients 1]
+        [--variant 'per slot={"LABS_KV_UNIFIED": "false"}'] [--peer-kvu]
+
+Each ``--variant NAME=JSON`` adds one of our servers with those environment variables (the
+default variant, ``ours``, has none); ``--peer-kvu`` runs llama-server with ``-kvu``. Prints the
+median of the paired ratios and writes benchmarks/results/chat_paired_probe.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from chat_throughput import llama_cpp_server, run_http_level  # noqa: E402
+from common import cpu_name, labs_server, median, print_table, write_results  # noqa: E402
+
+PEER = "llama-server"
+
+
+def variants_of(specs: list[str]) -> dict[str, dict[str, str]]:
+    variants: dict[str, dict[str, str]] = {"ours": {}}
+    for spec in specs:
+        name, _, env = spec.partition("=")
+        variants[name] = {k: str(v) for k, v in json.loads(env).items()}
+    return variants
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=40)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--clients", type=int, default=1)
+    parser.add_argument("--variant", action="append", default=[], help="NAME=JSON env")
+    parser.add_argument("--peer-kvu", action="store_true", help="llama-server with -kvu")
+    args = parser.parse_args()
+    slots, n_ctx, threads = 8, 2048, 2
+    base_env = {"LABS_PARALLEL": str(slots), "LABS_N_CTX": str(n_ctx),
+                "LABS_N_THREADS": str(threads), "LABS_PRELOAD_ON_START": "true"}
+    with contextlib.ExitStack() as stack:
+        bases = {name: stack.enter_context(labs_server({**base_env, **env}))
+                 for name, env in variants_of(args.variant).items()}
+        bases[PEER] = stack.enter_context(llama_cpp_server(threads, slots, n_ctx,
+                                                           unified=args.peer_kvu))
+        models = {t: httpx.get(f"{b}/v1/models").json()["data"][0]["id"]
+                  for t, b in bases.items()}
+        names = list(bases)
+        for name in names:  # warm-up: load, first kernels, our thread policy's trials
+            asyncio.run(run_http_level(bases[name], models[name], 1, args.max_tokens, name))
+        runs: dict[str, list] = {name: [] for name in names}
+        for pair in range(args.pairs):
+            for name in names if pair % 2 == 0 else names[::-1]:
+                runs[name].append(asyncio.run(run_http_level(
+                    bases[name], models[name], args.clients, args.max_tokens, name)))
+    peer = runs[PEER]
+    summary, rows = {}, []
+    for name in names:
+        pairs = list(zip(runs[name], peer, strict=True))
+        ratio = median([a.aggregate_tok_s / b.aggregate_tok_s for a, b in pairs])
+        ttft = median([a.ttft_p50_ms - b.ttft_p50_ms for a, b in pairs])
+        tok_s = median([r.aggregate_tok_s for r in runs[name]])
+        summary[name] = {"tok_s_median": tok_s, "paired_ratio_median": ratio,
+                         "ttft_diff_ms_median": ttft}
+        rows.append([name, tok_s, ratio, ttft])
+    load = os.getloadavg()[0]
+    print_table(f"Paired probe, {cpu_name()}, {args.clients} client(s), {args.pairs} pairs, "
+                f"max_tokens={args.max_tokens}, peer {PEER}{' -kvu' if args.peer_kvu else ''}, "
+                f"load average {load:.2f}",
+                ["target", "tok/s (median)", f"paired ratio / {PEER}", "TTFT diff ms"], rows)
+    write_results("chat_paired_probe", {
+        "pairs": args.pairs, "max_tokens": args.max_tokens, "clients": args.clients,
+        "peer_kvu": args.peer_kvu, "variants": variants_of(args.variant),
+        "load_average_at_end": load, "summary": summary})
+
+
+if __name__ == "__main__":
+    main()
