@@ -180,22 +180,27 @@ OURS = "labs-api"
 OURS_SPLIT = "labs-api, KV per slot"
 
 
-def llama_server_binary() -> str:
-    """The cached llama-server, built first if missing (about 8 min on 2 cores)."""
+def llama_server_binary(cmake_args: str | None = None) -> str:
+    """The cached llama-server, built first if missing (about 8 min on 2 cores); with
+    ``cmake_args``, one built with those flags instead of scripts/build-llama-cpp's."""
     script = Path(__file__).parent / "peers" / "build-llama-server"
+    env = {**os.environ, "LABS_LLAMA_CMAKE_ARGS": cmake_args} if cmake_args else None
     return subprocess.run([str(script), sys.executable], check=True, capture_output=True,
-                          text=True).stdout.strip().splitlines()[-1]
+                          text=True, env=env).stdout.strip().splitlines()[-1]
 
 
 @contextlib.contextmanager
-def llama_cpp_server(threads: int, slots: int, n_ctx: int, unified: bool = False):
+def llama_cpp_server(threads: int, slots: int, n_ctx: int, unified: bool = False,
+                     cmake_args: str | None = None, extra: tuple[str, ...] = ()):
     """llama.cpp's own server: ``-np slots -c slots*n_ctx -t threads``, as in issue 18;
     ``unified``: ``-kvu``, one KV pool for all slots (its default when ``-np`` is left to
-    it), as our default."""
+    it), as our default; ``cmake_args``: a binary built with other flags; ``extra``: more
+    arguments (``--poll 0``)."""
     port = free_port()
-    command = [llama_server_binary(), "-m", str(bundled_gguf_path()), "-np", str(slots),
-               "-c", str(slots * n_ctx), "-t", str(threads), "-tb", str(threads),
-               "--host", "127.0.0.1", "--port", str(port), *(["-kvu"] if unified else [])]
+    command = [llama_server_binary(cmake_args), "-m", str(bundled_gguf_path()),
+               "-np", str(slots), "-c", str(slots * n_ctx), "-t", str(threads),
+               "-tb", str(threads), "--host", "127.0.0.1", "--port", str(port),
+               *(["-kvu"] if unified else []), *extra]
     with server_process(command, {}, "/health", port) as base:
         yield base
 

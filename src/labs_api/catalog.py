@@ -157,9 +157,10 @@ def worker_options(settings: Settings) -> WorkerOptions | None:
     if not settings.engine_workers:
         log.warning(
             "LABS_ENGINE_WORKERS=false: every engine runs in the server process. An engine "
-            "crash ends the server, and once a torch model (embeddings, rerank) has computed, "
-            "llama.cpp's decoding shares torch's OpenMP runtime and slows to about 0.6x "
-            "(measured: one stream 90 -> 55 tok/s on 2 cores); workers avoid both")
+            "crash ends the server; and a llama.cpp built with OpenMP (scripts/setup builds "
+            "it without) shares torch's OpenMP runtime once a torch model (embeddings, "
+            "rerank) has computed, and decodes at about 0.6x (measured: one stream 90 -> 55 "
+            "tok/s on 2 cores); workers avoid both")
         return None
     return WorkerOptions(stall_seconds=settings.engine_stall_seconds,
                          log_level=settings.log_level)

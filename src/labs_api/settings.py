@@ -69,6 +69,10 @@ class Settings(BaseSettings):
         "llama.cpp KV state, so a prompt that starts with one is copied back instead of "
         "evaluated again (0: off)")
     n_threads: int = Field(0, ge=0, description="llama.cpp threads (0: one per core)")
+    llama_poll: int = Field(
+        0, ge=0, le=100, description="llama.cpp built without OpenMP: how long its idle "
+        "threads poll for the next decode before they sleep (0: sleep at once, leaving the "
+        "core to the HTTP side; 100: poll longest). An OpenMP build ignores it")
     parallel: int = Field(8, ge=1, le=256, description="Chat requests decoded together (slots)")
     max_queue: int = Field(64, ge=0, description="Chat requests that may wait for a slot")
     queue_timeout: float = Field(60.0, gt=0, description="Seconds a request may wait for a slot")

@@ -45,7 +45,8 @@ def load_chat_engine(source: str, model_id: str, settings: Settings) -> ChatEngi
         report_build()
         return LlamaCppChatEngine(model_id, source, LlamaCppOptions(
             context_per_slot=settings.n_ctx, slots=settings.parallel,
-            threads=settings.n_threads, max_waiting=settings.max_queue,
+            threads=settings.n_threads, poll=settings.llama_poll,
+            max_waiting=settings.max_queue,
             queue_timeout_s=settings.queue_timeout, unified_kv=settings.kv_unified,
             prompt_cache_bytes=settings.prompt_cache_mb << 20))
     from labs_api.engines.chat.transformers_engine import TransformersChatEngine

@@ -34,6 +34,7 @@ class LlamaCppOptions:
     context_per_slot: int = 2048
     slots: int = 8
     threads: int = 0  # 0: one per core
+    poll: int = 0  # a build without OpenMP: its pool threads' polling level (llama_threadpool)
     batch_tokens: int = 512
     max_waiting: int = 64
     queue_timeout_s: float = 60.0
@@ -51,7 +52,8 @@ class LlamaCppChatEngine(ChatEngine):
         self.model_id = model_id
         self.model = LlamaCppModel(gguf_path, ContextShape(
             slots=options.slots, context_per_slot=options.context_per_slot,
-            batch_tokens=options.batch_tokens, threads=threads, unified=options.unified_kv))
+            batch_tokens=options.batch_tokens, threads=threads, unified=options.unified_kv,
+            poll=options.poll))
         self.context_length = self.model.context_per_slot
         self.vocab_size = self.model.n_vocab
         self.template = ChatTemplate(

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from labs_api.engines.chat.base import SamplingParams, TokenLogprob
+from labs_api.engines.chat.llama_cpp_build import system_info
+from labs_api.engines.chat.llama_threadpool import GgmlThreadpool, built_with_openmp
 from labs_api.engines.optional import require
 
 log = logging.getLogger("labs_api.llama_cpp")
@@ -66,6 +68,9 @@ class ContextShape:
     batch_tokens: int  # most tokens in one decode call
     threads: int
     unified: bool = True  # one KV cache shared by all sequences, sized in tokens
+    #: Without OpenMP: how long ggml's pool threads poll for the next graph before they
+    #: sleep (0..100; see llama_threadpool). Ignored by an OpenMP build.
+    poll: int = 0
 
 
 class LlamaCppModel:
@@ -100,6 +105,7 @@ class LlamaCppModel:
         if not self.ctx:
             lib.llama_model_free(self.model)
             raise MemoryError("llama.cpp could not create a context (out of memory?)")
+        self.threadpool: GgmlThreadpool | None = None
         self.memory = lib.llama_get_memory(self.ctx)
         #: KV cells in all (what every sequence's tokens share when unified).
         self.kv_tokens = int(lib.llama_n_ctx(self.ctx))
@@ -114,6 +120,13 @@ class LlamaCppModel:
         self.threads = shape.threads
         self._piece_buffer = ctypes.create_string_buffer(256)
         self._all_ids = np.arange(self.n_vocab, dtype=np.int32)
+        if not built_with_openmp(system_info()):
+            try:
+                self.threadpool = GgmlThreadpool(lib.llama_cpp._lib, self.ctx, shape.threads,
+                                                 shape.poll)
+            except Exception:
+                self.close()
+                raise
 
     # -- text <-> tokens ---------------------------------------------------------------------
 
@@ -375,6 +388,8 @@ class LlamaCppModel:
 
     def close(self) -> None:
         if self.ctx:
+            if self.threadpool is not None:
+                self.threadpool.close()
             with native_stderr_silenced():
                 self.lib.llama_batch_free(self.batch)
                 self.lib.llama_free(self.ctx)
