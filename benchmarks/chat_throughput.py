@@ -235,6 +235,7 @@ def side_by_side(args: argparse.Namespace) -> None:
                 for target in targets[shift:] + targets[:shift]:
                     if target == PYTHON_SERVER and clients > 8:
                         continue  # it serves one request at a time: 16 clients take minutes
+                    time.sleep(args.gap)  # the previous target's idle threads may poll
                     result = asyncio.run(run_http_level(bases[target], models[target],
                                                         clients, args.max_tokens, target,
                                                         args.requests))
@@ -281,7 +282,7 @@ def side_by_side(args: argparse.Namespace) -> None:
                 [[k, v] for k, v in ratios.items()])
     write_results("chat_side_by_side", {
         "max_tokens": args.max_tokens, "threads": threads, "slots": slots, "n_ctx": n_ctx,
-        "rounds": args.rounds, "requests_per_client": args.requests,
+        "rounds": args.rounds, "requests_per_client": args.requests, "gap_s": args.gap,
         "load_average_at_end": load, "summary": summary,
         "ratios": ratios})
 
@@ -339,6 +340,9 @@ def main() -> None:
     parser.add_argument("--side-by-side", action="store_true",
                         help="ours vs llama-server vs llama_cpp.server, interleaved")
     parser.add_argument("--rounds", type=int, default=2, help="side-by-side rounds")
+    parser.add_argument("--gap", type=float, default=0.3,
+                        help="side by side: idle seconds before each run (llama.cpp without "
+                        "OpenMP polls for work ~100 ms after a graph at its default level)")
     parser.add_argument("--requests", type=int, default=1,
                         help="side by side: requests each client sends per round, one after "
                         "another (more: less noise at one client)")
