@@ -6,15 +6,14 @@ every graph (threads created and joined for each decoded token); an attached poo
 threads, and between two graphs they *poll* for the next one for a while (``poll``: 0 to 100,
 about 1024 x 128 x poll pause instructions) and then sleep on a condition variable.
 
-Why it matters here: between two decodes the scheduler thread spends a few hundred
-microseconds in Python (sampling, handing tokens to the server). An OpenMP build's idle
-thread spins through all of it on the second core, the core the server and the client need at
-that moment. A pool that does not poll sleeps at once and leaves that core to them; inside a
-graph ggml's barriers still spin, so the decode itself is as fast as before.
+What it gives (README, Benchmarks, 2026-12-07, a 2-core Xeon): decoding 1.5-3.5% faster than
+the OpenMP build (llama-server gains about as much built so), and no OpenMP runtime shared
+with torch when both run in one process. The poll level made no difference that the noise let
+through; 0 is the default because an idle pool then leaves its core to other engines at once.
 
 llama-cpp-python binds neither ``ggml_threadpool_new`` nor ``llama_attach_threadpool``; they are
-called through ctypes, looked up the way llama.cpp's own tools do (the CPU backend's
-``ggml_backend_reg_get_proc_address``), so a build with dynamically loaded backends works too.
+called through ctypes, looked up the way llama.cpp's own tools look them up (the CPU backend's
+``ggml_backend_reg_get_proc_address``).
 """
 
 from __future__ import annotations
