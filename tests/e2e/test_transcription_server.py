@@ -168,11 +168,16 @@ def test_a_client_that_disconnects_stops_the_worker(openai_client, base_url, ser
     if not pids or not os.path.exists(f"/proc/{pids[-1]}/stat"):
         pytest.skip("needs the transcription worker's pid (Linux /proc and the server log)")
     pid = int(pids[-1])
-    long_text = " ".join(SENTENCES * 4)  # about 90 s of speech: several 30 s windows
+    long_text = " ".join(SENTENCES * 8)  # about 140 s of speech: five 30 s windows
     audio = openai_client.audio.speech.create(model="tts-1", voice="alloy", input=long_text,
                                               response_format="mp3").content
+    # A temperature above 0 decodes each window once. At 0 (OpenAI's default) Whisper retries a
+    # window at higher temperatures when its text repeats itself, and on some renderings of
+    # our (randomised) voice one window then took over 10 s: longer than the wait below, so
+    # the window in progress was still running (2026-12-07, Intel Xeon: 8-39 s for the same
+    # 69 s text at 0, 10.4-10.9 s at 0.01).
     with httpx.stream("POST", f"{base_url}/v1/audio/transcriptions", timeout=120,
-                      data={"model": "whisper-1", "stream": "true"},
+                      data={"model": "whisper-1", "stream": "true", "temperature": "0.01"},
                       files={"file": ("long.mp3", audio)}) as response:
         first = next(line for line in response.iter_lines() if line.startswith("data: "))
     assert "transcript.text.delta" in first
