@@ -122,11 +122,14 @@ class LlamaCppModel:
         self._all_ids = np.arange(self.n_vocab, dtype=np.int32)
         if not built_with_openmp(system_info()):
             try:
-                self.threadpool = GgmlThreadpool(lib.llama_cpp._lib, self.ctx, shape.threads,
-                                                 shape.poll)
+                with native_stderr_silenced():  # llama.cpp prints "attach_threadpool: call"
+                    self.threadpool = GgmlThreadpool(lib.llama_cpp._lib, self.ctx,
+                                                     shape.threads, shape.poll)
             except Exception:
                 self.close()
                 raise
+            log.info("llama.cpp: ggml threadpool of %d threads attached (poll level %d)",
+                     shape.threads, shape.poll)
 
     # -- text <-> tokens ---------------------------------------------------------------------
 
@@ -388,9 +391,9 @@ class LlamaCppModel:
 
     def close(self) -> None:
         if self.ctx:
-            if self.threadpool is not None:
-                self.threadpool.close()
             with native_stderr_silenced():
+                if self.threadpool is not None:
+                    self.threadpool.close()
                 self.lib.llama_batch_free(self.batch)
                 self.lib.llama_free(self.ctx)
                 self.lib.llama_model_free(self.model)

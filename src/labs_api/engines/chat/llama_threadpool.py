@@ -19,11 +19,8 @@ called through ctypes, looked up the way llama.cpp's own tools look them up (the
 from __future__ import annotations
 
 import ctypes
-import logging
 from pathlib import Path
 from typing import Any
-
-log = logging.getLogger("labs_api.llama_cpp")
 
 #: ggml.h: GGML_MAX_N_THREADS, the length of the params' cpumask.
 _MAX_THREADS = 512
@@ -110,8 +107,6 @@ class GgmlThreadpool:
         functions.attach(self._context, self._pool, self._pool)
         self.threads = threads
         self.poll = poll
-        log.info("llama.cpp: ggml threadpool of %d threads attached (poll level %d)",
-                 threads, poll)
 
     def close(self) -> None:
         """Detach the pool from the context and stop its threads (before the context goes)."""
