@@ -12,6 +12,7 @@ import pytest
 
 from labs_api.engines.chat.llama_cpp_build import (
     PORTABLE_X86_FEATURES,
+    built_with_openmp,
     compiled_features,
     system_info,
 )
@@ -54,3 +55,5 @@ def test_scripts_setup_built_it_with_explicit_flags():
     if "-DGGML_NATIVE=OFF" not in flags:
         pytest.skip(f"built with the user's own LABS_LLAMA_CMAKE_ARGS: {flags}")
     assert "-DGGML_AMX_INT8=OFF" in flags and "-DGGML_AVX512=OFF" in flags
+    assert "-DGGML_OPENMP=OFF" in flags  # ggml's own pool (llama_threadpool.py)
+    assert not built_with_openmp(system_info())

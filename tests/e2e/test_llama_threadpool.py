@@ -5,20 +5,17 @@ the pool has work, and greedy generations are the tokens ggml's per-graph pools 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 from labs_api.engines.chat.base import SamplingParams
 from labs_api.engines.chat.factory import bundled_gguf_path
-from labs_api.engines.chat.llama_cpp_build import system_info
+from labs_api.engines.chat.llama_cpp_build import built_with_openmp, system_info
 from labs_api.engines.chat.llama_cpp_model import ContextShape, LlamaCppModel
-from labs_api.engines.chat.llama_threadpool import GgmlThreadpool, built_with_openmp
+from labs_api.engines.chat.llama_threadpool import GgmlThreadpool
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-BUILD_RECORD = ROOT / ".venv" / ".labs-llama-build"
 GREEDY = SamplingParams(max_tokens=24, temperature=0.0, top_p=1.0)
 PROMPT = "Write two sentences about the sea."
 needs_pool_build = pytest.mark.skipif(built_with_openmp(system_info()),
@@ -53,16 +50,6 @@ def greedy_tokens(model: LlamaCppModel, count: int = 24) -> list[int]:
 def test_openmp_is_read_from_the_system_info_line():
     assert built_with_openmp("CPU : SSE3 = 1 | AVX2 = 1 | OPENMP = 1 | REPACK = 1 |")
     assert not built_with_openmp("CPU : SSE3 = 1 | AVX2 = 1 | REPACK = 1 |")
-
-
-def test_scripts_setup_builds_without_openmp():
-    if not BUILD_RECORD.is_file():
-        pytest.skip("llama-cpp-python was not installed by scripts/setup here")
-    flags = BUILD_RECORD.read_text().splitlines()[1]
-    if "-DGGML_NATIVE=OFF" not in flags:
-        pytest.skip(f"built with the user's own LABS_LLAMA_CMAKE_ARGS: {flags}")
-    assert "-DGGML_OPENMP=OFF" in flags
-    assert not built_with_openmp(system_info())
 
 
 @needs_pool_build

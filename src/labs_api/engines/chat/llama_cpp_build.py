@@ -26,6 +26,12 @@ def compiled_features(system_info: str) -> set[str]:
             if value != "0"} - NOT_INSTRUCTION_SETS
 
 
+def built_with_openmp(system_info: str) -> bool:
+    """Whether ``llama_print_system_info`` says the CPU backend uses OpenMP (then ggml needs
+    no pool of ours: OpenMP keeps its own threads)."""
+    return "OPENMP = 1" in system_info
+
+
 def system_info() -> str:
     import llama_cpp
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from labs_api.engines.chat.base import SamplingParams, TokenLogprob
-from labs_api.engines.chat.llama_cpp_build import system_info
-from labs_api.engines.chat.llama_threadpool import GgmlThreadpool, built_with_openmp
+from labs_api.engines.chat.llama_cpp_build import built_with_openmp, system_info
+from labs_api.engines.chat.llama_threadpool import GgmlThreadpool
 from labs_api.engines.optional import require
 
 log = logging.getLogger("labs_api.llama_cpp")

@@ -41,12 +41,6 @@ class _ThreadpoolParams(ctypes.Structure):
     ]
 
 
-def built_with_openmp(system_info: str) -> bool:
-    """Whether ``llama_print_system_info`` says the CPU backend uses OpenMP (then ggml needs
-    no pool of ours: OpenMP keeps its own threads)."""
-    return "OPENMP = 1" in system_info
-
-
 def _ggml_library_beside(llama_library: ctypes.CDLL) -> str:
     """libggml as libllama found it: the file beside it (llama-cpp-python's layout; the same
     file is the same loaded library), else its soname, which matches the copy in memory."""
