@@ -35,16 +35,14 @@ from common import cpu_name, labs_server, median, print_table, write_results  # 
 PEER = "llama-server"
 
 
-def variants_of(specs: list[str]) -> dict[str, dict[str, str]]:
-    variants: dict[str, dict[str, str]] = {"ours": {}}
-    for spec in specs:
-        name, _, env = spec.partition("=")
-        variants[name] = {k: str(v) for k, v in json.loads(env).items()}
-    return variants
-
-
-def peer_variants_of(specs: list[str]) -> dict[str, dict]:
+def named_specs(specs: list[str]) -> dict[str, dict]:
+    """``NAME=JSON`` arguments as ``{NAME: parsed JSON object}``."""
     return {name: json.loads(spec) for name, _, spec in (s.partition("=") for s in specs)}
+
+
+def variants_of(specs: list[str]) -> dict[str, dict[str, str]]:
+    return {"ours": {}, **{name: {k: str(v) for k, v in env.items()}
+                           for name, env in named_specs(specs).items()}}
 
 
 def main() -> None:
@@ -69,7 +67,7 @@ def main() -> None:
                  for name, env in variants_of(args.variant).items()}
         bases[PEER] = stack.enter_context(llama_cpp_server(threads, slots, n_ctx,
                                                            unified=args.peer_kvu))
-        for name, spec in peer_variants_of(args.peer_variant).items():
+        for name, spec in named_specs(args.peer_variant).items():
             bases[name] = stack.enter_context(llama_cpp_server(
                 threads, slots, n_ctx, unified=args.peer_kvu,
                 cmake_args=spec.get("cmake_args"), extra=tuple(spec.get("args", ()))))
@@ -108,7 +106,7 @@ def main() -> None:
         "pairs": args.pairs, "max_tokens": args.max_tokens, "clients": args.clients,
         "gap_s": args.gap,
         "peer_kvu": args.peer_kvu, "variants": variants_of(args.variant),
-        "peer_variants": peer_variants_of(args.peer_variant),
+        "peer_variants": named_specs(args.peer_variant),
         "load_average_at_end": load, "summary": summary})
 
 
