@@ -17,6 +17,7 @@ import numpy as np
 
 from labs_api.engines.chat.base import SamplingParams, TokenLogprob
 from labs_api.engines.chat.llama_cpp_build import built_with_openmp, system_info
+from labs_api.engines.chat.llama_native_log import route_native_log
 from labs_api.engines.chat.llama_threadpool import GgmlThreadpool
 from labs_api.engines.optional import require
 
@@ -78,6 +79,7 @@ class LlamaCppModel:
 
     def __init__(self, gguf_path: str | Path, shape: ContextShape) -> None:
         self.lib = lib = require("llama_cpp", package="llama-cpp-python")
+        route_native_log(lib)
         lib.llama_backend_init()
         model_params = lib.llama_model_default_params()
         with native_stderr_silenced():
