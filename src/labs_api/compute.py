@@ -30,6 +30,7 @@ class CpuWork:
         self._lock = threading.Lock()
         self._running = 0
         self._board: mmap.mmap | None = None
+        self._all_counters = COUNTER  # the whole board's layout, once attached
         self._index = 0
 
     def attach(self, spec: str) -> None:
@@ -37,6 +38,8 @@ class CpuWork:
         path, index = spec.rsplit(":", 1)
         with open(path, "r+b") as file:
             self._board = mmap.mmap(file.fileno(), 0)
+        self._all_counters = struct.Struct(
+            "=" + COUNTER.format.lstrip("=") * (len(self._board) // COUNTER.size))
         self._index = int(index)
 
     @contextlib.contextmanager
@@ -57,9 +60,7 @@ class CpuWork:
     def active(self) -> int:
         if self._board is None:
             return self._running
-        board = self._board
-        return sum(COUNTER.unpack_from(board, i * COUNTER.size)[0]
-                   for i in range(len(board) // COUNTER.size))
+        return sum(self._all_counters.unpack_from(self._board))  # read before every decode
 
 
 CPU_WORK = CpuWork()

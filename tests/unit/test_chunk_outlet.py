@@ -6,7 +6,10 @@ good, with nothing reordered."""
 from __future__ import annotations
 
 import asyncio
+import pickle
 from typing import Any
+
+import pytest
 
 from labs_api.engines.chat.admission import (
     AdmissionQueue,
@@ -14,8 +17,8 @@ from labs_api.engines.chat.admission import (
     StepDeliveries,
     deliver_final,
 )
-from labs_api.engines.chat.base import GenerationChunk, SamplingParams
-from labs_api.engines.chat.outlet import ChunkOutlet
+from labs_api.engines.chat.base import GenerationChunk, SamplingParams, TokenLogprob
+from labs_api.engines.chat.outlet import ChunkOutlet, from_text_event, wire_event
 
 PARAMS = SamplingParams(max_tokens=8, temperature=0.0, top_p=1.0)
 
@@ -98,3 +101,19 @@ def test_without_an_outlet_every_chunk_comes_by_the_stream():
         return [chunk.text async for _, chunk in stream]
 
     assert asyncio.run(scenario()) == ["a", "b"]
+
+
+def test_a_chunk_of_text_alone_crosses_the_socket_as_plain_values():
+    item = (3, GenerationChunk(text=" sea"))
+    what, payload = wire_event(item)
+    assert (what, payload) == ("text", (3, " sea"))
+    assert from_text_event(pickle.loads(pickle.dumps(payload))) == item
+
+
+@pytest.mark.parametrize("chunk", [
+    GenerationChunk(text="end", finish_reason="stop", prompt_tokens=5, completion_tokens=2),
+    GenerationChunk(text=" a", logprobs=[TokenLogprob(" a", -0.5, b" a", ())]),
+    GenerationChunk(text="", cached_tokens=4),
+])
+def test_any_other_chunk_goes_whole(chunk):
+    assert wire_event((1, chunk)) == ("item", (1, chunk))

@@ -26,7 +26,7 @@ import threading
 from typing import Any
 
 from labs_api.compute import CPU_WORK
-from labs_api.engines.chat.outlet import CHUNK_OUTLET, ChunkOutlet
+from labs_api.engines.chat.outlet import CHUNK_OUTLET, ChunkOutlet, wire_event
 from labs_api.engines.error_report import ErrorReport
 from labs_api.engines.progress import PROGRESS
 from labs_api.engines.remote import EngineHost, public_attributes
@@ -76,7 +76,7 @@ class Outbox:
         ``labs_api.engines.chat.outlet``): a token costs this loop no wake-up. Only while
         nothing the loop wrote is still waiting to go out, so no frame overtakes another."""
         try:
-            data = wire.encode([(rid, "item", item) for rid, item in items])
+            data = wire.encode([(rid, *wire_event(item)) for rid, item in items])
         except Exception:
             return False  # the loop's path reports what would not pickle
         with self.lock:

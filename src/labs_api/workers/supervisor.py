@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from labs_api.engines.chat.outlet import from_text_event
 from labs_api.engines.error_report import ErrorReport
 from labs_api.engines.errors import EngineFailed, EngineUnavailable, InvalidRequest
 from labs_api.workers import wire
@@ -318,7 +319,10 @@ class EngineWorker:
             pending = self._pending.get(rid)
             if pending is None:
                 continue  # given up on already
-            if what == "item":
+            if what == "text":  # a streamed chunk of text alone (see outlet.wire_event)
+                assert pending.mailbox is not None
+                pending.mailbox.put(from_text_event(payload))
+            elif what == "item":
                 assert pending.mailbox is not None
                 pending.mailbox.put(payload)
             elif what == "end":

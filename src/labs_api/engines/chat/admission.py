@@ -222,6 +222,11 @@ class AdmissionQueue:
     def waiting_count(self) -> int:
         return sum(1 for r in self._waiting if not r.cancelled)
 
+    def has_waiting(self) -> bool:
+        """Whether ``take`` has anything to look at (cancelled requests included: it drops
+        them). Cheap enough to ask before every decode step."""
+        return bool(self._waiting)
+
     def take(self, count: int,
              fits: Callable[[GenerationRequest], bool] | None = None,
              ) -> list[GenerationRequest]:

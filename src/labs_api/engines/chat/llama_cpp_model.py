@@ -62,6 +62,38 @@ class DecodeError(RuntimeError):
     """llama_decode failed (for example: no room left in the KV cache)."""
 
 
+class _LogitsRows:
+    """The logits llama.cpp computed for one batch position, as a numpy view of its buffer.
+
+    llama-cpp-python's binding returns a float pointer, and ``np.ctypeslib.as_array`` on it
+    builds a ctypes array type and a buffer description each call. Here the row's address
+    comes from a binding returning it as an integer, and the view over an address is made
+    once: llama.cpp keeps its output buffer from one decode to the next. Should it make a new
+    one, an address seen before is still safe to view again: a view is only read right after
+    llama.cpp returned its address as a row's start, so a whole row is alive there."""
+
+    MAX_VIEWS = 512  # distinct rows remembered (one per batch position that had logits)
+
+    def __init__(self, cdll: Any, ctx: Any, n_vocab: int) -> None:
+        self._row_address = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32)(
+            ("llama_get_logits_ith", cdll))
+        self._ctx = ctx
+        self._row_type = ctypes.c_float * n_vocab
+        self._views: dict[int, np.ndarray] = {}
+
+    def __call__(self, batch_index: int) -> np.ndarray:
+        address = self._row_address(self._ctx, batch_index)
+        if not address:
+            raise DecodeError(f"llama.cpp has no logits at batch position {batch_index}")
+        view = self._views.get(address)
+        if view is None:
+            if len(self._views) >= self.MAX_VIEWS:
+                self._views.clear()
+            view = self._views[address] = np.frombuffer(
+                self._row_type.from_address(address), dtype=np.float32)
+        return view
+
+
 @dataclass(frozen=True)
 class ContextShape:
     slots: int  # sequences decoded together
@@ -122,6 +154,12 @@ class LlamaCppModel:
         self.threads = shape.threads
         self._piece_buffer = ctypes.create_string_buffer(256)
         self._all_ids = np.arange(self.n_vocab, dtype=np.int32)
+        # What each generated token is, looked up once per token id: on the scheduler's
+        # path between two decodes a ctypes call costs tens of microseconds (the decode has
+        # swept the caches), and llama.cpp's vocabulary never changes.
+        self._pieces: list[bytes | None] = [None] * self.n_vocab
+        self._end_of_generation: dict[int, bool] = {}
+        self._logits_at = _LogitsRows(lib.llama_cpp._lib, self.ctx, self.n_vocab)
         if not built_with_openmp(system_info()):
             try:
                 with native_stderr_silenced():  # llama.cpp prints "attach_threadpool: call"
@@ -178,8 +216,19 @@ class LlamaCppModel:
             return bigger.raw[:size]
         return buffer.raw[:size]
 
+    def text_piece(self, token: int) -> bytes:
+        """``piece(token)`` (special tokens as nothing), remembered per token id."""
+        known = self._pieces[token]
+        if known is None:
+            known = self._pieces[token] = self.piece(token)
+        return known
+
     def is_end_of_generation(self, token: int) -> bool:
-        return bool(self.lib.llama_vocab_is_eog(self.vocab, token))
+        known = self._end_of_generation.get(token)
+        if known is None:
+            known = self._end_of_generation[token] = bool(
+                self.lib.llama_vocab_is_eog(self.vocab, token))
+        return known
 
     # -- batches -------------------------------------------------------------------------------
 
@@ -271,8 +320,7 @@ class LlamaCppModel:
         """The most likely token at ``batch_index``: the first of the largest logits, as
         llama.cpp's greedy sampler picks it, without copying the vocabulary into a candidate
         array (``llama_sampler_sample`` does that: ~50 us per token against ~6 us here)."""
-        pointer = self.lib.llama_get_logits_ith(self.ctx, batch_index)
-        return int(np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).argmax())
+        return int(self._logits_at(batch_index).argmax())
 
     # -- output grammars (thread-safe: they touch only the vocabulary) ----------------------
 
@@ -315,8 +363,7 @@ class LlamaCppModel:
         lib = self.lib
         if grammar is None:
             return int(lib.llama_sampler_sample(sampler, self.ctx, batch_index))
-        pointer = lib.llama_get_logits_ith(self.ctx, batch_index)
-        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+        logits = self._logits_at(batch_index)
         if stateless:
             token = int(lib.llama_sampler_sample(sampler, self.ctx, batch_index))
         else:
@@ -374,8 +421,7 @@ class LlamaCppModel:
     def logprobs(self, batch_index: int, token: int, top: int) -> TokenLogprob:
         """Log probability of ``token`` under the model's raw distribution at
         ``batch_index``, and the ``top`` most likely tokens there."""
-        pointer = self.lib.llama_get_logits_ith(self.ctx, batch_index)
-        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).astype(np.float64)
+        logits = self._logits_at(batch_index).astype(np.float64)
         peak = logits.max()
         logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))
         best = np.argpartition(-logprobs, top)[:top] if top else np.array([], dtype=int)

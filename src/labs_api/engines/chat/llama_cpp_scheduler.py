@@ -123,10 +123,11 @@ class LlamaCppScheduler:
                 if self._stopping:
                     break
                 free = sum(1 for s in self.slots if s.request is None)
-                for request in self.queue.take(free, self._fits_in_cache()):
-                    slot = self._best_slot_for(request.prompt)
-                    self._make_room(slot, request)
-                    self._start(slot, request)
+                if self.queue.has_waiting():
+                    for request in self.queue.take(free, self._fits_in_cache()):
+                        slot = self._best_slot_for(request.prompt)
+                        self._make_room(slot, request)
+                        self._start(slot, request)
                 if free == len(self.slots) and not self.active_count():
                     wakeup.wait(timeout=0.5)
                     continue
@@ -248,15 +249,21 @@ class LlamaCppScheduler:
     def _step(self) -> None:
         """One llama_decode: a token for each generating slot, prompt chunks for the others."""
         model = self.model
+        active: list[Slot] = []
+        steady = True  # every slot feeds one token (no prompt chunk in this step)
         for slot in self.slots:
-            if slot.request is not None and slot.request.cancelled:
+            if slot.request is None:
+                continue
+            if slot.request.cancelled:
                 self._release(slot)
-        model.set_threads(self._thread_count())
+                continue
+            active.append(slot)
+            steady = steady and len(slot.pending) == 1
+        model.set_threads(self._thread_count(active, steady))
         model.batch_clear()
         room = model.batch_tokens
-        # Generating slots first (one token each), so a long new prompt never stalls them.
-        active = sorted((s for s in self.slots if s.request is not None),
-                        key=lambda s: len(s.pending) > 1)
+        if not steady:  # generating slots first (one token each): a long prompt never stalls them
+            active.sort(key=lambda s: len(s.pending) > 1)
         for slot in active:
             slot.logits_index = -1
             take = min(len(slot.pending), room)
@@ -299,16 +306,14 @@ class LlamaCppScheduler:
                 else:
                     self._advance(slot, token)
 
-    def _thread_count(self) -> int:
+    def _thread_count(self, active: list[Slot], steady: bool) -> int:
         """All cores or one fewer, whichever ``MeasuredThreadPolicy`` timed faster on this
         machine for this many sequences, with or without another engine computing. llama.cpp's
         threads spin while they wait for each other, so other work (the HTTP side of a stream,
         an embedding batch) can stall a decode that uses every core; whether it does differs
-        between machines (see thread_policy.py)."""
-        active = [s.request for s in self.slots if s.request is not None]
-        steady = all(len(s.pending) == 1 for s in self.slots if s.request is not None)
-        return self.thread_policy.threads_for_step((len(active), CPU_WORK.active > 0), active,
-                                                   steady)
+        between machines (see thread_policy.py). ``active``: the generating slots."""
+        return self.thread_policy.threads_for_step(
+            (len(active), CPU_WORK.active > 0), [s.request for s in active], steady)
 
     def _advance(self, slot: Slot, token: int) -> None:
         """Handle one sampled token: end of turn, text (cut at stop sequences), or budget."""
@@ -321,7 +326,7 @@ class LlamaCppScheduler:
         if request.params.logprobs is not None:
             slot.logprobs.append(
                 self.model.logprobs(slot.logits_index, token, request.params.logprobs))
-        text = slot.stops.push(slot.decoder.decode(self.model.piece(token)))
+        text = slot.stops.push(slot.decoder.decode(self.model.text_piece(token)))
         if text:
             request.deliver(GenerationChunk(text=text, logprobs=self._take_logprobs(slot)))
         if slot.stops.stopped:

@@ -17,6 +17,8 @@ import contextvars
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from labs_api.engines.chat.base import GenerationChunk
+
 
 class Outlet(Protocol):
     def send_from_thread(self, items: list[tuple[Any, Any]]) -> bool:
@@ -37,3 +39,22 @@ class ChunkOutlet:
 #: stream is submitted.
 CHUNK_OUTLET: contextvars.ContextVar[ChunkOutlet | None] = contextvars.ContextVar(
     "labs_api_chunk_outlet", default=None)
+
+
+def wire_event(item: tuple[int, Any]) -> tuple[str, Any]:
+    """How an outlet's ``(index, chunk)`` crosses a worker's socket. A chunk of text alone
+    (one per streamed token) goes as ``("text", (index, text))``: a tuple of plain values
+    pickles and unpickles several times faster than a dataclass, and both happen per token on
+    machines whose cores are all decoding. Anything else goes whole, as ``("item", item)``."""
+    index, chunk = item
+    if (type(chunk) is GenerationChunk and chunk.finish_reason is None
+            and chunk.logprobs is None and not chunk.prompt_tokens
+            and not chunk.completion_tokens and not chunk.cached_tokens):
+        return "text", (index, chunk.text)
+    return "item", item
+
+
+def from_text_event(payload: tuple[int, str]) -> tuple[int, GenerationChunk]:
+    """The ``(index, chunk)`` a ``("text", ...)`` event stands for."""
+    index, text = payload
+    return index, GenerationChunk(text=text)

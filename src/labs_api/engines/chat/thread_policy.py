@@ -23,7 +23,6 @@ prompt chunks, joins and idle waits never enter a measurement.
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
@@ -31,12 +30,25 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger("labs_api.llama_cpp")
 
+_NEVER = float("inf")  # the median of a count not timed yet
+
+
+def _median(window: deque[float]) -> float:
+    """``statistics.median`` for a non-empty window, without its generality (this runs
+    between two decode steps, where every call counts)."""
+    ordered = sorted(window)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
 
 @dataclass
 class _Situation:
     """What is known about one situation: recent step times per thread count, the choice."""
 
     samples: dict[int, deque[float]] = field(default_factory=dict)
+    #: The median of each count's samples, kept up to date as they change (a step changes
+    #: only its own count's window, so only that median is computed again).
+    medians: dict[int, float] = field(default_factory=dict)
     choice: int | None = None
     until_probe: int = 0  # steps with the chosen count before the next probe
     probe_wait: int = 0  # the wait set after the next probe (grows while probes lose clearly)
@@ -118,13 +130,16 @@ class MeasuredThreadPolicy:
         if state is None:
             return
         elapsed = now - started
-        window = state.samples.setdefault(threads, deque(maxlen=self.trial_steps))
+        window = state.samples.get(threads)
+        if window is None:
+            window = state.samples[threads] = deque(maxlen=self.trial_steps)
         window.append(elapsed)
-        if any(len(state.samples.get(t, ())) < self.trial_steps for t in self.candidates) \
-                and state.choice is None:
+        medians = state.medians
+        medians[threads] = _median(window)
+        if state.choice is None and any(
+                len(state.samples.get(t, ())) < self.trial_steps for t in self.candidates):
             return
-        medians = {t: statistics.median(v) for t, v in state.samples.items() if v}
-        best = min(self.candidates, key=lambda t: medians.get(t, float("inf")))
+        best = min(self.candidates, key=lambda t: medians.get(t, _NEVER))
         if threads != state.choice and state.choice is not None:
             self._after_probe(state, elapsed, medians[state.choice])
         if best != state.choice:
