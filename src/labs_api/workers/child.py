@@ -108,7 +108,13 @@ class Outbox:
 def _send_all(sock: socket.socket, data: bytes) -> None:
     """All of ``data`` on the loop's non-blocking socket, waiting while the server's side is
     full (it reads all the time; a frame must never be left half written)."""
-    view = memoryview(data)
+    try:
+        sent = sock.send(data)
+    except BlockingIOError:
+        sent = 0
+    if sent == len(data):
+        return  # nearly always: a token's frame is a few dozen bytes
+    view = memoryview(data)[sent:]
     poller = None
     while view:
         try:

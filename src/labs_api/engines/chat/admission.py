@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -41,22 +40,27 @@ class StepDeliveries:
     _local = threading.local()
 
     @classmethod
-    @contextlib.contextmanager
-    def gathered(cls) -> Any:
-        cls._local.pending = pending = {}
-        cls._local.direct = direct = {}
-        try:
-            yield
-        finally:
-            cls._local.pending = cls._local.direct = None
-            for outlet, items in direct.items():
-                cls._send_direct(outlet, items, pending)
-            for loop, batch in pending.items():
-                try:
-                    loop.call_soon_threadsafe(_put_all, batch)
-                except RuntimeError:  # that loop is closed: nobody is listening
-                    for group, _, _ in batch:
-                        group.cancel()
+    def gathered(cls) -> _Gathering:
+        """``with StepDeliveries.gathered():`` around one step's deliveries."""
+        return _GATHERING
+
+    @classmethod
+    def _begin(cls) -> None:
+        cls._local.pending = {}
+        cls._local.direct = {}
+
+    @classmethod
+    def _flush(cls) -> None:
+        pending, direct = cls._local.pending, cls._local.direct
+        cls._local.pending = cls._local.direct = None
+        for outlet, items in direct.items():
+            cls._send_direct(outlet, items, pending)
+        for loop, batch in pending.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, batch)
+            except RuntimeError:  # that loop is closed: nobody is listening
+                for group, _, _ in batch:
+                    group.cancel()
 
     @staticmethod
     def _send_direct(outlet: Outlet, items: list[tuple[RequestGroup, tuple[int, Any]]],
@@ -85,6 +89,23 @@ class StepDeliveries:
         else:
             pending.setdefault(group.loop, []).append((group, group.output, item))
         return True
+
+
+class _Gathering:
+    """What ``StepDeliveries.gathered`` returns: a class rather than a generator-based
+    context manager, since it is entered once per decode step, on the way to sending that
+    step's tokens (the deliveries go out on exit, exceptions or not)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        StepDeliveries._begin()
+
+    def __exit__(self, *exc_info: object) -> None:
+        StepDeliveries._flush()
+
+
+_GATHERING = _Gathering()
 
 
 def _plain_chunk(item: Any) -> bool:

@@ -285,9 +285,9 @@ class LlamaCppScheduler:
             for slot in active:
                 self._fail(slot, EngineFailed(str(exc)))
             return
-        PROGRESS.tick()
-        with StepDeliveries.gathered():
+        with StepDeliveries.gathered():  # the step's tokens go out on exit, first of all
             self._sample_all(active)
+        PROGRESS.tick()
 
     def _sample_all(self, active: list[Slot]) -> None:
         model = self.model
@@ -328,7 +328,8 @@ class LlamaCppScheduler:
                 self.model.logprobs(slot.logits_index, token, request.params.logprobs))
         text = slot.stops.push(slot.decoder.decode(self.model.text_piece(token)))
         if text:
-            request.deliver(GenerationChunk(text=text, logprobs=self._take_logprobs(slot)))
+            request.deliver(GenerationChunk(text=text, logprobs=self._take_logprobs(slot)
+                                            if request.params.logprobs is not None else None))
         if slot.stops.stopped:
             self._finish(slot, "stop")
         elif slot.produced >= slot.budget:
