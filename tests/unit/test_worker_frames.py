@@ -38,6 +38,24 @@ def test_frames_split_and_joined_any_way_arrive_whole_and_in_order() -> None:
         assert got == messages, piece
 
 
+def test_one_whole_frame_per_read_arrives_as_it_is() -> None:
+    """The common case (a streamed token per read) takes a shorter path; same result."""
+    messages = [[(1, "text", (0, " a"))], [(1, "text", (0, "é" * 300))], [(1, "end", None)]]
+    protocol, got, transport = reader()
+    for message in messages:
+        protocol.data_received(wire.encode(message))
+    assert got == messages
+    assert not transport.closed
+
+
+def test_an_unreadable_frame_alone_ends_the_stream() -> None:
+    protocol, got, transport = reader()
+    protocol.data_received(struct.pack("!I", 3) + b"\x00\x01\x02")
+    protocol.data_received(wire.encode(["late"]))
+    assert got == [None]
+    assert transport.closed
+
+
 def test_the_end_is_signalled_once_and_nothing_after_it() -> None:
     protocol, got, _ = reader()
     protocol.data_received(wire.encode(["x"]))
