@@ -1,4 +1,5 @@
-"""One real server on the bundled default models, shared by every end-to-end test."""
+"""One real server on the bundled default models, shared by every end-to-end test; and the
+bundled GGUF loaded in-process, for tests of the llama.cpp layer itself."""
 
 from __future__ import annotations
 
@@ -7,6 +8,18 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.server import running_server
+
+
+@pytest.fixture(scope="module")
+def bundled_llama():
+    """The bundled SmolLM2 GGUF as a small two-sequence, two-thread ``LlamaCppModel``."""
+    from labs_api.engines.chat.factory import bundled_gguf_path
+    from labs_api.engines.chat.llama_cpp_model import ContextShape, LlamaCppModel
+
+    loaded = LlamaCppModel(bundled_gguf_path(), ContextShape(
+        slots=2, context_per_slot=256, batch_tokens=64, threads=2))
+    yield loaded
+    loaded.close()
 
 
 @pytest.fixture(scope="session")

@@ -6,18 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labs_api.engines.chat.factory import bundled_gguf_path
-from labs_api.engines.chat.llama_cpp_model import ContextShape, DecodeError, LlamaCppModel
+from labs_api.engines.chat.llama_cpp_model import DecodeError, LlamaCppModel
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def model():
-    loaded = LlamaCppModel(bundled_gguf_path(), ContextShape(
-        slots=2, context_per_slot=256, batch_tokens=64, threads=2))
-    yield loaded
-    loaded.close()
 
 
 def llama_cpp_logits(model: LlamaCppModel, index: int) -> np.ndarray:
@@ -40,7 +31,8 @@ def decode_two_prompts(model: LlamaCppModel) -> tuple[int, int]:
     return last[0], last[1]
 
 
-def test_the_view_holds_llama_cpps_logits_for_every_row_after_every_decode(model):
+def test_the_view_holds_llama_cpps_logits_for_every_row_after_every_decode(bundled_llama):
+    model = bundled_llama
     for _ in range(3):  # later decodes reuse the views made for the first
         first, second = decode_two_prompts(model)
         for index in (first, second):
@@ -49,13 +41,15 @@ def test_the_view_holds_llama_cpps_logits_for_every_row_after_every_decode(model
         assert model.greedy_token(first) == int(llama_cpp_logits(model, first).argmax())
 
 
-def test_a_position_without_logits_is_an_error_not_a_crash(model):
+def test_a_position_without_logits_is_an_error_not_a_crash(bundled_llama):
+    model = bundled_llama
     decode_two_prompts(model)
     with pytest.raises(DecodeError):
         model._logits_at(1)  # the first prompt's second token asked for no logits
 
 
-def test_kept_pieces_and_end_of_generation_match_llama_cpp(model):
+def test_kept_pieces_and_end_of_generation_match_llama_cpp(bundled_llama):
+    model = bundled_llama
     tokens = model.tokenize("Hello, wörld! 🌊", add_bos=False)
     for token in tokens * 2:  # the second pass answers from what was kept
         assert model.text_piece(token) == model.piece(token)

@@ -7,18 +7,9 @@ import logging
 
 import pytest
 
-from labs_api.engines.chat.factory import bundled_gguf_path
-from labs_api.engines.chat.llama_cpp_model import ContextShape, LlamaCppModel
+from labs_api.engines.chat.llama_cpp_model import LlamaCppModel
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def model():
-    loaded = LlamaCppModel(bundled_gguf_path(), ContextShape(
-        slots=1, context_per_slot=256, batch_tokens=64, threads=2))
-    yield loaded
-    loaded.close()
 
 
 def switch_threads(model: LlamaCppModel) -> None:
@@ -26,18 +17,18 @@ def switch_threads(model: LlamaCppModel) -> None:
     model.set_threads(2)
 
 
-def test_a_thread_switch_prints_nothing_to_stderr(model, capfd, caplog):
+def test_a_thread_switch_prints_nothing_to_stderr(bundled_llama, capfd, caplog):
     caplog.set_level(logging.INFO, logger="labs_api.llama_cpp.native")
     capfd.readouterr()
-    switch_threads(model)
+    switch_threads(bundled_llama)
     out, err = capfd.readouterr()
     assert "set_n_threads" not in err + out
     assert not [r for r in caplog.records if r.name == "labs_api.llama_cpp.native"]
 
 
-def test_debug_logging_shows_what_llama_cpp_said(model, caplog):
+def test_debug_logging_shows_what_llama_cpp_said(bundled_llama, caplog):
     caplog.set_level(logging.DEBUG, logger="labs_api.llama_cpp.native")
-    switch_threads(model)
+    switch_threads(bundled_llama)
     messages = [r.getMessage() for r in caplog.records if r.name == "labs_api.llama_cpp.native"]
     assert any("n_threads = 1" in m for m in messages), messages
     assert any("n_threads = 2" in m for m in messages), messages

@@ -39,7 +39,7 @@ def test_frames_split_and_joined_any_way_arrive_whole_and_in_order() -> None:
 
 
 def test_one_whole_frame_per_read_arrives_as_it_is() -> None:
-    """The common case (a streamed token per read) takes a shorter path; same result."""
+    """The common case: a streamed token per read."""
     messages = [[(1, "text", (0, " a"))], [(1, "text", (0, "é" * 300))], [(1, "end", None)]]
     protocol, got, transport = reader()
     for message in messages:

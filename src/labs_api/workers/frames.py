@@ -14,7 +14,7 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
-from labs_api.workers.wire import HEADER, MAX_FRAME_BYTES, check_size
+from labs_api.workers.wire import HEADER, check_size
 
 
 class FrameProtocol(asyncio.Protocol):
@@ -33,15 +33,6 @@ class FrameProtocol(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        if not self._buffer and not self._ended and len(data) > HEADER.size:
-            (size,) = HEADER.unpack_from(data)
-            if len(data) == HEADER.size + size and size <= MAX_FRAME_BYTES:
-                # One whole frame, as nearly every streamed token arrives: no scan.
-                try:
-                    self.handler(pickle.loads(memoryview(data)[HEADER.size:]))
-                except Exception:  # as in _frames: an unreadable frame ends the socket
-                    self._unreadable()
-                return
         if self._buffer:  # the rest of a frame that came in pieces (a large result)
             self._buffer += data
             if len(self._buffer) < self._needed:
@@ -51,13 +42,10 @@ class FrameProtocol(asyncio.Protocol):
         try:
             self._frames(data)
         except Exception:  # an oversized or unreadable frame: this socket is done
-            self._unreadable()
-
-    def _unreadable(self) -> None:
-        self._buffer.clear()
-        if self.transport is not None:
-            self.transport.close()
-        self._end()
+            self._buffer.clear()
+            if self.transport is not None:
+                self.transport.close()
+            self._end()
 
     def _frames(self, data: bytes) -> None:
         view = memoryview(data)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import hashlib
 import itertools
 import logging
@@ -218,7 +217,7 @@ class EngineWorker:
                     early = []  # whatever came after "ready" before the listening starts
                     while not handshake.empty():
                         early.append(handshake.get_nowait())
-                    frames.handler = functools.partial(self._on_frames, run)
+                    frames.handler = lambda message: self._on_frames(run, message)
                     for message in early:
                         self._on_frames(run, message)
                     return run, payload
@@ -316,7 +315,7 @@ class EngineWorker:
             if rid == 0:
                 self._worker_event(what, payload)
                 continue
-            self._progress_at = time.monotonic()  # _note_progress, inline: once per token
+            self._note_progress()
             pending = self._pending.get(rid)
             if pending is None:
                 continue  # given up on already

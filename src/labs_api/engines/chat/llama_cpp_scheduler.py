@@ -328,8 +328,7 @@ class LlamaCppScheduler:
                 self.model.logprobs(slot.logits_index, token, request.params.logprobs))
         text = slot.stops.push(slot.decoder.decode(self.model.text_piece(token)))
         if text:
-            request.deliver(GenerationChunk(text=text, logprobs=self._take_logprobs(slot)
-                                            if request.params.logprobs is not None else None))
+            request.deliver(GenerationChunk(text=text, logprobs=self._take_logprobs(slot)))
         if slot.stops.stopped:
             self._finish(slot, "stop")
         elif slot.produced >= slot.budget:

@@ -23,6 +23,7 @@ prompt chunks, joins and idle waits never enter a measurement.
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
@@ -31,14 +32,6 @@ from dataclasses import dataclass, field
 log = logging.getLogger("labs_api.llama_cpp")
 
 _NEVER = float("inf")  # the median of a count not timed yet
-
-
-def _median(window: deque[float]) -> float:
-    """``statistics.median`` for a non-empty window, without its generality (this runs
-    between two decode steps, where every call counts)."""
-    ordered = sorted(window)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 @dataclass
@@ -135,7 +128,7 @@ class MeasuredThreadPolicy:
             window = state.samples[threads] = deque(maxlen=self.trial_steps)
         window.append(elapsed)
         medians = state.medians
-        medians[threads] = _median(window)
+        medians[threads] = statistics.median(window)
         if state.choice is None and any(
                 len(state.samples.get(t, ())) < self.trial_steps for t in self.candidates):
             return
