@@ -175,6 +175,7 @@ def llama_cpp_python_server(threads: int, n_ctx: int):
 
 LLAMA_SERVER = "llama-server (C++)"
 LLAMA_SERVER_KVU = "llama-server, unified KV"
+LLAMA_SERVER_DEFAULT = "llama-server, its defaults"
 PYTHON_SERVER = "llama_cpp.server"
 OURS = "labs-api"
 OURS_SPLIT = "labs-api, KV per slot"
@@ -190,17 +191,18 @@ def llama_server_binary(cmake_args: str | None = None) -> str:
 
 
 @contextlib.contextmanager
-def llama_cpp_server(threads: int, slots: int, n_ctx: int, unified: bool = False,
+def llama_cpp_server(threads: int, slots: int | None, n_ctx: int, unified: bool = False,
                      cmake_args: str | None = None, extra: tuple[str, ...] = ()):
     """llama.cpp's own server: ``-np slots -c slots*n_ctx -t threads``, as in issue 18;
-    ``unified``: ``-kvu``, one KV pool for all slots (its default when ``-np`` is left to
-    it), as our default; ``cmake_args``: a binary built with other flags; ``extra``: more
-    arguments (``--poll 0``)."""
+    ``slots`` None: neither ``-np`` nor ``-c``, its own default (server.cpp: 4 slots in one
+    unified KV pool of the model's trained context); ``unified``: ``-kvu``, one KV pool for
+    all slots, as our default; ``cmake_args``: a binary built with other flags; ``extra``:
+    more arguments (``--poll 0``)."""
     port = free_port()
-    command = [llama_server_binary(cmake_args), "-m", str(bundled_gguf_path()),
-               "-np", str(slots), "-c", str(slots * n_ctx), "-t", str(threads),
-               "-tb", str(threads), "--host", "127.0.0.1", "--port", str(port),
-               *(["-kvu"] if unified else []), *extra]
+    layout = ["-np", str(slots), "-c", str(slots * n_ctx)] if slots is not None else []
+    command = [llama_server_binary(cmake_args), "-m", str(bundled_gguf_path()), *layout,
+               "-t", str(threads), "-tb", str(threads), "--host", "127.0.0.1",
+               "--port", str(port), *(["-kvu"] if unified else []), *extra]
     with server_process(command, {}, "/health", port) as base:
         yield base
 
@@ -221,6 +223,9 @@ def side_by_side(args: argparse.Namespace) -> None:
         if args.peer_kvu:
             bases[LLAMA_SERVER_KVU] = stack.enter_context(llama_cpp_server(
                 threads, slots, n_ctx, unified=True))
+        if args.peer_default:  # no -np, no -c: what `llama-server -m model` runs
+            bases[LLAMA_SERVER_DEFAULT] = stack.enter_context(llama_cpp_server(
+                threads, None, n_ctx))
         if importlib.util.find_spec("sse_starlette") is not None:
             bases[PYTHON_SERVER] = stack.enter_context(llama_cpp_python_server(threads, n_ctx))
         models = {t: httpx.get(f"{b}/v1/models").json()["data"][0]["id"]
@@ -263,7 +268,8 @@ def side_by_side(args: argparse.Namespace) -> None:
         for target, label, peer_name, versus in (
                 (OURS, "our", LLAMA_SERVER, "llama-server"),
                 (OURS_SPLIT, "our (KV per slot)", LLAMA_SERVER, "llama-server"),
-                (OURS, "our", LLAMA_SERVER_KVU, "llama-server -kvu")):
+                (OURS, "our", LLAMA_SERVER_KVU, "llama-server -kvu"),
+                (OURS, "our default", LLAMA_SERVER_DEFAULT, "llama-server's defaults")):
             ours = summary.get(target, {}).get(clients)
             peer = summary.get(peer_name, {}).get(clients)
             if ours and peer:
@@ -348,6 +354,9 @@ def main() -> None:
                         "another (more: less noise at one client)")
     parser.add_argument("--peer-kvu", action="store_true",
                         help="side by side: also llama-server -kvu (one KV pool, as ours)")
+    parser.add_argument("--peer-default", action="store_true",
+                        help="side by side: also llama-server on its own defaults (no -np, "
+                             "no -c: 4 slots, one KV pool of the model's context)")
     parser.add_argument("--split-kv", action="store_true",
                         help="side by side: also ours with LABS_KV_UNIFIED=false")
     parser.add_argument("--threads", type=int, default=0, help="side by side: threads (0: "
