@@ -269,7 +269,7 @@ def side_by_side(args: argparse.Namespace) -> None:
                 (OURS, "our", LLAMA_SERVER, "llama-server"),
                 (OURS_SPLIT, "our (KV per slot)", LLAMA_SERVER, "llama-server"),
                 (OURS, "our", LLAMA_SERVER_KVU, "llama-server -kvu"),
-                (OURS, "our default", LLAMA_SERVER_DEFAULT, "llama-server's defaults")):
+                (OURS, "our default", LLAMA_SERVER_DEFAULT, "llama-server (its defaults)")):
             ours = summary.get(target, {}).get(clients)
             peer = summary.get(peer_name, {}).get(clients)
             if ours and peer:
